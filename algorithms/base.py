@@ -1,0 +1,174 @@
+"""The Algorithm contract and the pieces every algorithm shares.
+
+An algorithm is a class registered with ``@register_algorithm(name)`` that owns:
+
+* ``Config``: a dataclass of its hyper-parameters. ``conf/algo/<name>.yaml`` fills it; unknown keys, wrong
+  types and out-of-range values are refused in ``__post_init__`` before any work starts.
+* ``__init__(cfg, policy)``: builds its optimizers around an already built :class:`~rlarena.rollout.Policy`.
+* ``update(batch) -> metrics``: one rollout batch in, parameter updates done, float metrics out.
+* ``state_dict``/``load_state_dict`` for exact resume.
+
+The whole update of an algorithm lives in its own file and reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from rlarena import ops
+from rlarena.rollout import Policy, RolloutBatch
+
+
+class ConfigError(ValueError):
+    """An invalid hyper-parameter; raised at config time, before any training."""
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def check_positive(name: str, value: float) -> None:
+    check(isinstance(value, (int, float)) and value > 0 and math.isfinite(value), f"{name} must be > 0, got {value}")
+
+
+def check_unit(name: str, value: float, *, closed_low: bool = True) -> None:
+    ok = (0 <= value <= 1) if closed_low else (0 < value <= 1)
+    check(ok, f"{name} must be in {'[' if closed_low else '('}0, 1], got {value}")
+
+
+@dataclass
+class PolicyConfig:
+    """Architecture of the default MLP actor-critic (environments with their own policy may ignore it)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+    shared: bool = False  # one trunk for actor and critic
+
+    def __post_init__(self) -> None:
+        check(all(h > 0 for h in self.hidden_sizes), f"policy.hidden_sizes must be positive, got {self.hidden_sizes}")
+        check(self.activation in ("tanh", "relu", "elu"), f"policy.activation must be tanh|relu|elu, got {self.activation!r}")
+
+
+@dataclass
+class AlgoConfig:
+    """Hyper-parameters every on-policy algorithm has."""
+
+    name: str = "?"
+    num_envs: int = 1
+    num_steps: int = 2048  # rollout length per environment, per update
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True
+    max_grad_norm: float = 0.5
+    normalize_observations: bool = True
+    normalize_rewards: bool = True
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def __post_init__(self) -> None:
+        check(self.num_envs >= 1, f"num_envs must be >= 1, got {self.num_envs}")
+        check(self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}")
+        check_unit("gamma", self.gamma)
+        check_unit("gae_lambda", self.gae_lambda)
+        check_positive("learning_rate", self.learning_rate)
+        check(self.max_grad_norm > 0 or self.max_grad_norm == -1, "max_grad_norm must be > 0 (or -1 for none)")
+
+
+class Algorithm(ABC):
+    Config: ClassVar[type[AlgoConfig]] = AlgoConfig
+
+    def __init__(self, cfg: AlgoConfig, policy: Policy) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.num_updates = 0
+        self.progress = 0.0  # fraction of the training budget done, set by the training loop
+
+    @property
+    def rollout_length(self) -> int:
+        """Steps per environment the collector runs before each ``update``."""
+        return self.cfg.num_steps
+
+    @abstractmethod
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        """Turn one rollout batch into parameter updates; return float metrics."""
+
+    def set_progress(self, fraction: float) -> None:
+        """Called by the training loop before each update (learning-rate annealing)."""
+        self.progress = min(max(fraction, 0.0), 1.0)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_updates": self.num_updates,
+            "progress": self.progress,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_updates = int(state["num_updates"])
+        self.progress = float(state["progress"])
+        for k, o in self.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+
+    # ---- shared helpers -------------------------------------------------------------------------------
+
+    def annealed_lr(self, base_lr: float) -> float:
+        return base_lr * (1.0 - self.progress) if self.cfg.anneal_lr else base_lr
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def clip_and_step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> float:
+        """Clip the gradient norm (if configured), check it is finite, and step. Returns the norm."""
+        if self.cfg.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        if not torch.isfinite(norm):
+            raise FloatingPointError(
+                f"{type(self).__name__}: non-finite gradient norm at update {self.num_updates}; "
+                "check the learning rate and the rewards"
+            )
+        optimizer.step()
+        return float(norm)
+
+
+def compute_advantages(batch: RolloutBatch, gamma: float, gae_lambda: float) -> RolloutBatch:
+    """Fold truncation bootstraps into the rewards, run GAE, and store advantages and returns on the batch."""
+    rewards = batch.rewards
+    if batch.bootstrap_values is not None:
+        rewards = rewards + gamma * batch.bootstrap_values
+    check_finite("rewards", rewards)
+    advantages, returns = ops.gae(rewards, batch.values, batch.dones, batch.last_value, gamma, gae_lambda)
+    if batch.mask is not None:  # padding carries no signal; zero it so statistics stay clean
+        advantages = advantages * batch.mask
+        returns = returns * batch.mask
+    batch.advantages, batch.returns = advantages, returns
+    return batch
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    if x.numel() < 2:
+        return x - x.mean()
+    return (x - x.mean()) / (x.std() + eps)
+
+
+def check_finite(where: str, x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).nonzero()[:3].tolist()
+        raise FloatingPointError(f"non-finite values in {where} (first at indices {bad})")
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    var = target.var()
+    return float("nan") if var == 0 else float(1 - (target - pred).var() / var)

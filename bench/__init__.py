@@ -1,0 +1,1 @@
+"""The top floor: the `rlarena` CLI, the training loop, results, leaderboards and benchmarks."""

@@ -1,0 +1,233 @@
+"""The contract between environments, policies and algorithms.
+
+An algorithm never touches an environment. An :class:`Environment` runs a :class:`Policy` and hands back a
+:class:`RolloutBatch`; the algorithm turns the batch into parameter updates. The same algorithm file thus
+runs on MuJoCo (flat samples) and on text (whole sequences), without branches on the environment.
+
+Conventions (time-major, ``[T, N]``):
+
+* ``dones[t, n] = 1`` means no bootstrapping across step ``t`` (the episode ended there, by termination
+  *or* truncation).
+* On a time-limit truncation the episode did not really end: the collector stores the critic's value of
+  the final observation in ``bootstrap_values[t, n]`` (zero elsewhere), and the algorithm folds it into the
+  reward as ``r + gamma * bootstrap_values`` before GAE (as stable-baselines3 does). Keeping it separate
+  lets a wrapper (reward from preferences) replace the rewards without losing the bootstrap.
+* ``mask[t, n] = False`` marks padding (text responses of different lengths); ``None`` means all valid.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+Layout = Literal["flat", "sequence"]
+
+
+def _index(x: Any, fn) -> Any:
+    """Apply ``fn`` to a tensor or to every tensor of a (nested) dict."""
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: _index(v, fn) for k, v in x.items()}
+    return fn(x)
+
+
+@dataclass
+class Minibatch:
+    """A slice of a rollout, ready for ``Policy.evaluate``.
+
+    In the flat layout every field is ``[B, ...]`` (samples drawn from all ``T x N`` steps). In the sequence
+    layout fields keep their time axis, ``[T, n, ...]`` for ``n`` whole columns (sequences).
+    """
+
+    obs: Any
+    actions: torch.Tensor
+    old_logp: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    mask: torch.Tensor | None
+
+    def valid(self, x: torch.Tensor) -> torch.Tensor:
+        """The entries of ``x`` (shaped like ``old_logp``) that are real steps, as a 1-D tensor."""
+        return x.reshape(-1) if self.mask is None else x[self.mask]
+
+    @property
+    def num_valid(self) -> int:
+        return self.old_logp.numel() if self.mask is None else int(self.mask.sum())
+
+
+@dataclass
+class RolloutBatch:
+    """What a collector returns: ``T`` steps of ``N`` parallel environments (or ``N`` text sequences)."""
+
+    obs: Any  # tensor [T, N, ...] or dict of such tensors: whatever the policy consumes
+    actions: torch.Tensor  # [T, N, ...]
+    logp: torch.Tensor  # [T, N]  log-prob of the actions under the collecting policy
+    values: torch.Tensor  # [T, N]  critic values at collection time
+    rewards: torch.Tensor  # [T, N]  rewards the algorithm optimizes (may be normalized)
+    dones: torch.Tensor  # [T, N]  float, 1 = episode ended at t (no bootstrap across t)
+    last_value: torch.Tensor  # [N]   value of the observation after the last step
+    bootstrap_values: torch.Tensor | None = None  # [T, N] V(final obs) at truncations, else 0
+    mask: torch.Tensor | None = None  # [T, N] bool, False = padding
+    layout: Layout = "flat"
+    advantages: torch.Tensor | None = None  # filled by the algorithm
+    returns: torch.Tensor | None = None  # filled by the algorithm
+    # Collector statistics and side data (episode returns, raw rewards, raw observations, samples ...).
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return self.rewards.shape[1]
+
+    @property
+    def num_valid(self) -> int:
+        return self.rewards.numel() if self.mask is None else int(self.mask.sum())
+
+    def replace(self, **changes: Any) -> RolloutBatch:
+        return replace(self, **changes)
+
+    def _require_advantages(self) -> None:
+        if self.advantages is None or self.returns is None:
+            raise RuntimeError("compute advantages and returns before making minibatches")
+
+    def as_minibatch(self) -> Minibatch:
+        """The whole batch as one minibatch (for full-batch methods: REINFORCE, A2C, TRPO)."""
+        self._require_advantages()
+        if self.layout == "sequence":
+            return Minibatch(self.obs, self.actions, self.logp, self.values, self.advantages, self.returns, self.mask)
+        return self._flat_take(None)
+
+    def _flat_take(self, idx: torch.Tensor | None) -> Minibatch:
+        t, n = self.num_steps, self.num_envs
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(t * n, *x.shape[2:])
+            return flat if idx is None else flat[idx]
+
+        mask = None if self.mask is None else take(self.mask)
+        return Minibatch(
+            _index(self.obs, take),
+            take(self.actions),
+            take(self.logp),
+            take(self.values),
+            take(self.advantages),
+            take(self.returns),
+            mask,
+        )
+
+    def _sequence_take(self, idx: torch.Tensor) -> Minibatch:
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x[:, idx]
+
+        mask = None if self.mask is None else take(self.mask)
+        return Minibatch(
+            _index(self.obs, take),
+            take(self.actions),
+            take(self.logp),
+            take(self.values),
+            take(self.advantages),
+            take(self.returns),
+            mask,
+        )
+
+    def minibatches(self, num_minibatches: int, generator: torch.Generator | None = None) -> Iterator[Minibatch]:
+        """Shuffle and split into ``num_minibatches`` parts: samples (flat) or whole sequences (sequence)."""
+        self._require_advantages()
+        units = self.num_steps * self.num_envs if self.layout == "flat" else self.num_envs
+        if not 1 <= num_minibatches <= units:
+            raise ValueError(f"num_minibatches={num_minibatches} must be in [1, {units}] for this batch")
+        perm = torch.randperm(units, generator=generator, device="cpu").to(self.rewards.device)
+        take = self._flat_take if self.layout == "flat" else self._sequence_take
+        for part in torch.tensor_split(perm, num_minibatches):
+            yield take(part)
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        changes = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor) or (f.name == "obs" and isinstance(v, dict)):
+                changes[f.name] = _index(v, lambda x: x.to(device))
+        return replace(self, **changes)
+
+
+@dataclass
+class ActOutput:
+    action: torch.Tensor  # [N, ...]
+    logp: torch.Tensor  # [N]
+    value: torch.Tensor  # [N]
+
+
+@dataclass
+class EvalOutput:
+    logp: torch.Tensor  # shaped like the minibatch's old_logp
+    entropy: torch.Tensor  # same shape
+    value: torch.Tensor  # same shape
+    dist: torch.distributions.Distribution  # batch shape = logp's shape (TRPO measures KL with it)
+
+
+class Policy(nn.Module, ABC):
+    """An actor-critic. Environments pick the architecture; algorithms only use this interface."""
+
+    @abstractmethod
+    def act(self, obs: Any, deterministic: bool = False) -> ActOutput:
+        """One step for ``N`` environments: sample (or take the mode of) the action distribution."""
+
+    @abstractmethod
+    def value(self, obs: Any) -> torch.Tensor:
+        """Critic value ``[N]``."""
+
+    @abstractmethod
+    def evaluate(self, obs: Any, actions: torch.Tensor) -> EvalOutput:
+        """Log-probs, entropies and values of given actions, in one pass (teacher-forced for text)."""
+
+    @abstractmethod
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the action distribution (TRPO's natural gradient acts on these)."""
+
+    @abstractmethod
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """Parameters only the value loss trains (may be empty when actor and critic share everything)."""
+
+
+class Environment(ABC):
+    """A (vectorized) environment family member, with its own collector.
+
+    ``collect`` and ``evaluate`` are the only ways algorithms' policies meet the environment.
+    """
+
+    num_envs: int
+    observation_space: Any
+    action_space: Any
+    name: str
+
+    @abstractmethod
+    def collect(self, policy: Policy, num_steps: int) -> RolloutBatch:
+        """Run ``policy`` for ``num_steps`` steps in each of the ``num_envs`` environments."""
+
+    @abstractmethod
+    def evaluate(self, policy: Policy, episodes: int, deterministic: bool = True) -> dict[str, Any]:
+        """Run whole episodes on separate evaluation environments; return at least ``returns`` (a list)."""
+
+    def make_policy(self, policy_cfg: dict[str, Any]) -> Policy | None:
+        """An environment-specific policy (text: a language model), or None for the default MLP."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (normalizer statistics, RNG state)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
