@@ -50,6 +50,9 @@ def _extensions():
     cxx_flags = ["-O3", "-std=c++17", "-DNDEBUG", *openmp]
     # No -march=native: wheels and editable installs must run on any x86-64; the kernels vectorize with
     # the compiler's portable SIMD (omp simd) instead.
+    if not os.path.exists(os.path.join(ROOT, "csrc", "ops.cpp")):
+        print("rlarena: csrc/ops.cpp not found; building without the compiled ops (pure-torch fallback).")
+        return [], {}
     sources = _rel([os.path.join(ROOT, "csrc", "ops.cpp"), *glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp"))])
     cuda_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
     bind = os.path.join("csrc", "cuda", "bind.cpp")

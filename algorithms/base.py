@@ -4,7 +4,7 @@ An algorithm is a class registered with ``@register_algorithm(name)`` that owns:
 
 * ``Config``: a dataclass of its hyper-parameters. ``conf/algo/<name>.yaml`` fills it; unknown keys, wrong
   types and out-of-range values are refused in ``__post_init__`` before any work starts.
-* ``__init__(cfg, policy)``: builds its optimizers around an already built :class:`~rlarena.rollout.Policy`.
+* ``__init__(cfg, policy, seed=...)``: builds its optimizers around an already built :class:`~rlarena.rollout.Policy`.
 * ``update(batch) -> metrics``: one rollout batch in, parameter updates done, float metrics out.
 * ``state_dict``/``load_state_dict`` for exact resume.
 
@@ -84,9 +84,11 @@ class AlgoConfig:
 class Algorithm(ABC):
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
 
-    def __init__(self, cfg: AlgoConfig, policy: Policy) -> None:
+    def __init__(self, cfg: AlgoConfig, policy: Policy, *, seed: int = 0) -> None:
         self.cfg = cfg
         self.policy = policy
+        # Minibatch shuffling draws from its own generator: runs with the same seed are bit-identical.
+        self.generator = torch.Generator().manual_seed(seed)
         self.num_updates = 0
         self.progress = 0.0  # fraction of the training budget done, set by the training loop
 
@@ -110,12 +112,14 @@ class Algorithm(ABC):
         return {
             "num_updates": self.num_updates,
             "progress": self.progress,
+            "generator": self.generator.get_state(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_updates = int(state["num_updates"])
         self.progress = float(state["progress"])
+        self.generator.set_state(state["generator"])
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
 

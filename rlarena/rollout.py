@@ -231,3 +231,20 @@ class Environment(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+@dataclass
+class EnvSettings:
+    """What the training loop tells an environment factory.
+
+    A registered environment is a callable ``make(env_cfg: dict, settings: EnvSettings) -> Environment``,
+    where ``env_cfg`` is the ``env`` section of the config (``conf/env/<name>.yaml``).
+    """
+
+    num_envs: int = 1
+    seed: int = 0
+    gamma: float = 0.99  # for reward normalization (scale by the std of the discounted return)
+    normalize_observations: bool = False
+    normalize_rewards: bool = False
+    device: str = "cpu"
+    run_dir: str | None = None  # where the environment may write samples (text) or videos

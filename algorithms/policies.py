@@ -1,0 +1,126 @@
+"""Default actor-critic policies for vector observations: Gaussian (Box actions) and categorical (Discrete).
+
+Orthogonal initialization with gain sqrt(2) for hidden layers, 0.01 for the policy head and 1 for the value
+head; state-independent log-std for Gaussian policies (PPO implementation details, Huang et al. 2022).
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from rlarena.rollout import ActOutput, EvalOutput, Policy
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(sizes: list[int], activation: str, out_dim: int, out_gain: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [layer_init(nn.Linear(a, b)), ACTIVATIONS[activation]()]
+    layers.append(layer_init(nn.Linear(sizes[-1], out_dim), gain=out_gain))
+    return nn.Sequential(*layers)
+
+
+class MLPActorCritic(Policy):
+    """Separate (default) or shared MLP trunks; Gaussian or categorical action head."""
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        hidden_sizes: list[int] = (64, 64),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+        shared: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+            raise TypeError(f"MLPActorCritic needs a flat Box observation space, got {observation_space}")
+        obs_dim = int(observation_space.shape[0])
+        hidden = list(hidden_sizes)
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if self.continuous:
+            act_dim = int(np.prod(action_space.shape))
+        elif isinstance(action_space, gym.spaces.Discrete):
+            act_dim = int(action_space.n)
+        else:
+            raise TypeError(f"unsupported action space {action_space} (Box or Discrete)")
+        self.shared = shared
+        if shared:
+            self.trunk = mlp([obs_dim, *hidden[:-1]], activation, hidden[-1], math.sqrt(2))
+            self.trunk.append(ACTIVATIONS[activation]())
+            self.actor_head = layer_init(nn.Linear(hidden[-1], act_dim), gain=0.01)
+            self.critic_head = layer_init(nn.Linear(hidden[-1], 1), gain=1.0)
+        else:
+            self.actor = mlp([obs_dim, *hidden], activation, act_dim, 0.01)
+            self.critic = mlp([obs_dim, *hidden], activation, 1, 1.0)
+        if self.continuous:
+            self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    # ---- pieces -------------------------------------------------------------------------------------
+
+    def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actor output (mean or logits) and value."""
+        if self.shared:
+            h = self.trunk(obs)
+            return self.actor_head(h), self.critic_head(h).squeeze(-1)
+        return self.actor(obs), self.critic(obs).squeeze(-1)
+
+    def _dist(self, head: torch.Tensor) -> Distribution:
+        if self.continuous:
+            return Independent(Normal(head, self.log_std.exp().expand_as(head)), 1)
+        return Categorical(logits=head)
+
+    # ---- Policy interface ---------------------------------------------------------------------------
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+        head, value = self._features(obs)
+        dist = self._dist(head)
+        if deterministic:
+            action = head if self.continuous else head.argmax(-1)
+        else:
+            action = dist.sample()
+        return ActOutput(action, dist.log_prob(action), value)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.shared:
+            return self.critic_head(self.trunk(obs)).squeeze(-1)
+        return self.critic(obs).squeeze(-1)
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> EvalOutput:
+        head, value = self._features(obs)
+        dist = self._dist(head)
+        return EvalOutput(dist.log_prob(actions), dist.entropy(), value, dist)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        if self.shared:
+            params = [*self.trunk.parameters(), *self.actor_head.parameters()]
+        else:
+            params = list(self.actor.parameters())
+        return params + ([self.log_std] if self.continuous else [])
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list((self.critic_head if self.shared else self.critic).parameters())
+
+
+def make_mlp_policy(observation_space, action_space, policy_cfg) -> MLPActorCritic:
+    return MLPActorCritic(
+        observation_space,
+        action_space,
+        hidden_sizes=list(policy_cfg.hidden_sizes),
+        activation=policy_cfg.activation,
+        log_std_init=policy_cfg.log_std_init,
+        shared=policy_cfg.shared,
+    )

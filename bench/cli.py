@@ -1,0 +1,87 @@
+"""The ``rlarena`` command.
+
+``rlarena train [hydra overrides]``   train one run, or a sweep with ``--multirun``
+``rlarena list``                      registered algorithms and environments
+``rlarena leaderboard PATH...``       compare finished runs (Markdown, CSV, HTML report)
+``rlarena bench``                     kernel benchmarks against the peers (table + JSON)
+``rlarena sft | reward-model | label``  the RLHF pipeline steps (text env, preferences)
+
+Subcommands are imported lazily so ``rlarena list`` does not pay for Hydra or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("rlarena.bench.cli", "train_main"),
+    "list": ("rlarena.bench.cli", "list_main"),
+    "leaderboard": ("rlarena.bench.leaderboard", "main"),
+    "bench": ("rlarena.bench.perf.run", "main"),
+    "sft": ("rlarena.bench.text_pipeline", "sft_main"),
+    "reward-model": ("rlarena.bench.text_pipeline", "reward_model_main"),
+    "label": ("rlarena.bench.label_server", "main"),
+}
+
+USAGE = f"""usage: rlarena <command> [args]
+
+commands: {", ".join(SUBCOMMANDS)}
+  rlarena train algo=ppo env=hopper seed=1 total_steps=100000
+  rlarena train --multirun algo=ppo,a2c env=hopper,walker2d seed=0,1,2 hydra/launcher=joblib
+  rlarena list
+  rlarena <command> --help
+"""
+
+FAILED_JOBS: list[str] = []
+
+
+def train_main(argv: list[str]) -> int:
+    import hydra
+    from omegaconf import OmegaConf
+
+    from .train import hydra_task
+
+    if not OmegaConf.has_resolver("slug"):
+        OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "-"))
+    sys.argv = ["rlarena train", *argv]
+    hydra.main(version_base=None, config_path="pkg://rlarena.conf", config_name="config")(hydra_task)()
+    if FAILED_JOBS:
+        print(f"{len(FAILED_JOBS)} job(s) failed:\n  " + "\n  ".join(FAILED_JOBS), file=sys.stderr)
+        return 1
+    return 0
+
+
+def list_main(argv: list[str]) -> int:
+    from rlarena.registry import ALGORITHMS, ENVS
+
+    for registry in (ALGORITHMS, ENVS):
+        print(f"{registry.kind}s:")
+        for name in registry.names():
+            print(f"  {name:<22} {registry.origin(name)}")
+        for name, error in registry.load_errors.items():
+            print(f"  (failed to load plugin {name!r}: {error})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in SUBCOMMANDS:
+        print(f"rlarena: unknown command {command!r}. Commands: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    module, function = SUBCOMMANDS[command]
+    try:
+        fn: Callable[[list[str]], int | None] = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        print(f"rlarena {command}: not available in this installation ({exc})", file=sys.stderr)
+        return 2
+    return int(fn(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Gymnasium vector environments with the shared rollout collector.
+
+This is the one rollout loop every algorithm uses on gymnasium tasks: it steps ``N`` environments with a
+policy, normalizes observations and rewards (running statistics, as SB3's VecNormalize and CleanRL's
+wrappers), records time-limit truncations for bootstrapping, and returns a :class:`RolloutBatch`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlarena.normalize import RunningMeanStd
+from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
+
+OBS_CLIP = 10.0
+REWARD_CLIP = 10.0
+
+
+class GymEnvironment(Environment):
+    def __init__(
+        self,
+        env_id: str,
+        settings: EnvSettings,
+        *,
+        name: str | None = None,
+        max_episode_steps: int | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.env_id = env_id
+        self.name = name or env_id
+        self.settings = settings
+        self.num_envs = settings.num_envs
+        self.device = torch.device(settings.device)
+        self._env_kwargs = dict(env_kwargs or {})
+        self._max_episode_steps = max_episode_steps
+        self.envs = self._make_vector(self.num_envs)
+        self.observation_space = self.envs.single_observation_space
+        self.action_space = self.envs.single_action_space
+        self.continuous = isinstance(self.action_space, gym.spaces.Box)
+        obs_shape = self.observation_space.shape
+        self.obs_rms = RunningMeanStd(obs_shape) if settings.normalize_observations else None
+        self.return_rms = RunningMeanStd(()) if settings.normalize_rewards else None
+        self._discounted_return = np.zeros(self.num_envs)
+        self._episode_return = np.zeros(self.num_envs)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._obs, _ = self.envs.reset(seed=settings.seed)
+        self.action_space.seed(settings.seed)
+
+    def _make_vector(self, n: int) -> gym.vector.SyncVectorEnv:
+        def make() -> gym.Env:
+            kwargs = dict(self._env_kwargs)
+            if self._max_episode_steps is not None:
+                kwargs["max_episode_steps"] = self._max_episode_steps
+            return gym.make(self.env_id, **kwargs)
+
+        # SAME_STEP: the step that ends an episode returns the reset observation and keeps the final one in
+        # info, so no step of the rollout is wasted on a dummy transition.
+        return gym.vector.SyncVectorEnv(
+            [make] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+
+    # ---- normalization --------------------------------------------------------------------------------
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_rms is None:
+            return obs.astype(np.float32)
+        return np.clip((obs - self.obs_rms.mean) / self.obs_rms.std, -OBS_CLIP, OBS_CLIP).astype(np.float32)
+
+    def _normalize_reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        if self.return_rms is None:
+            return reward
+        # Scale by the std of the discounted return, not of the reward (SB3 VecNormalize).
+        self._discounted_return = self._discounted_return * self.settings.gamma + reward
+        self.return_rms.update(self._discounted_return)
+        self._discounted_return[done] = 0.0
+        return np.clip(reward / self.return_rms.std, -REWARD_CLIP, REWARD_CLIP)
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device)
+
+    def _env_action(self, action: torch.Tensor) -> np.ndarray:
+        a = action.cpu().numpy()
+        if self.continuous:  # the policy's Gaussian is unbounded; the simulator gets the clipped action
+            a = np.clip(a, self.action_space.low, self.action_space.high)
+        return a
+
+    # ---- the collector --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def collect(self, policy: Policy, num_steps: int) -> RolloutBatch:
+        T, N = num_steps, self.num_envs
+        obs_shape = self.observation_space.shape
+        obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
+        raw_obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
+        act_buf: list[torch.Tensor] = []
+        logp_buf = torch.zeros(T, N)
+        value_buf = torch.zeros(T, N)
+        rewards = np.zeros((T, N), dtype=np.float32)
+        raw_rewards = np.zeros((T, N), dtype=np.float32)
+        dones = np.zeros((T, N), dtype=np.float32)
+        bootstrap = np.zeros((T, N), dtype=np.float32)
+        episode_returns: list[float] = []
+        episode_lengths: list[int] = []
+
+        for t in range(T):
+            raw_obs_buf[t] = self._obs
+            if self.obs_rms is not None:
+                self.obs_rms.update(self._obs)
+            obs = self.normalize_obs(self._obs)
+            obs_buf[t] = obs
+            out = policy.act(self._tensor(obs))
+            act_buf.append(out.action)
+            logp_buf[t] = out.logp
+            value_buf[t] = out.value
+            next_obs, reward, terminated, truncated, info = self.envs.step(self._env_action(out.action))
+            done = terminated | truncated
+            raw_rewards[t] = reward
+            rewards[t] = self._normalize_reward(np.asarray(reward, dtype=np.float64), done)
+            dones[t] = done
+            # A truncated episode did not end: bootstrap from the value of its final observation.
+            cut = truncated & ~terminated
+            if cut.any():
+                final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
+                bootstrap[t, cut] = policy.value(self._tensor(self.normalize_obs(final_obs))).cpu().numpy()
+            self._episode_return += reward
+            self._episode_length += 1
+            for i in np.flatnonzero(done):
+                episode_returns.append(float(self._episode_return[i]))
+                episode_lengths.append(int(self._episode_length[i]))
+            self._episode_return[done] = 0.0
+            self._episode_length[done] = 0
+            self._obs = next_obs
+
+        last_value = policy.value(self._tensor(self.normalize_obs(self._obs)))
+        return RolloutBatch(
+            obs=self._tensor(obs_buf),
+            actions=torch.stack(act_buf),
+            logp=logp_buf,
+            values=value_buf,
+            rewards=self._tensor(rewards),
+            dones=self._tensor(dones),
+            last_value=last_value,
+            bootstrap_values=self._tensor(bootstrap),
+            info={
+                "raw_rewards": self._tensor(raw_rewards),
+                "raw_obs": self._tensor(raw_obs_buf),
+                "episode_returns": episode_returns,
+                "episode_lengths": episode_lengths,
+            },
+        )
+
+    @torch.no_grad()
+    def evaluate(self, policy: Policy, episodes: int, deterministic: bool = True) -> dict[str, Any]:
+        """Whole episodes on fresh environments, with frozen normalization statistics and true rewards."""
+        n = max(1, min(episodes, 10))
+        quota = [episodes // n + (i < episodes % n) for i in range(n)]
+        envs = self._make_vector(n)
+        try:
+            obs, _ = envs.reset(seed=self.settings.seed + 1_000_003)
+            returns: list[float] = []
+            lengths: list[int] = []
+            ep_ret = np.zeros(n)
+            ep_len = np.zeros(n, dtype=np.int64)
+            done_count = np.zeros(n, dtype=np.int64)
+            while (done_count < quota).any():
+                out = policy.act(self._tensor(self.normalize_obs(obs)), deterministic=deterministic)
+                obs, reward, terminated, truncated, _ = envs.step(self._env_action(out.action))
+                ep_ret += reward
+                ep_len += 1
+                for i in np.flatnonzero(terminated | truncated):
+                    if done_count[i] < quota[i]:
+                        returns.append(float(ep_ret[i]))
+                        lengths.append(int(ep_len[i]))
+                        done_count[i] += 1
+                    ep_ret[i] = 0.0
+                    ep_len[i] = 0
+        finally:
+            envs.close()
+        return {"returns": returns, "lengths": lengths}
+
+    # ---- checkpointing --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "obs_rms": None if self.obs_rms is None else self.obs_rms.state_dict(),
+            "return_rms": None if self.return_rms is None else self.return_rms.state_dict(),
+            "discounted_return": self._discounted_return.tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.obs_rms is not None and state.get("obs_rms") is not None:
+            self.obs_rms.load_state_dict(state["obs_rms"])
+        if self.return_rms is not None and state.get("return_rms") is not None:
+            self.return_rms.load_state_dict(state["return_rms"])
+        self._discounted_return = np.asarray(state.get("discounted_return", self._discounted_return))
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class GymTask:
+    """The registered factory of one gymnasium task; ``env_cfg`` (``conf/env/<name>.yaml``) may override it."""
+
+    def __init__(self, name: str, env_id: str) -> None:
+        self.name = name
+        self.env_id = env_id
+        self.__module__ = __name__
+
+    def __call__(self, env_cfg: dict[str, Any], settings: EnvSettings) -> GymEnvironment:
+        return make_gym_environment({"name": self.name, "id": self.env_id, **env_cfg}, settings)
+
+    def __repr__(self) -> str:
+        return f"GymTask({self.name!r}, {self.env_id!r})"
+
+
+def make_gym_environment(env_cfg: dict[str, Any], settings: EnvSettings) -> GymEnvironment:
+    """Build a gymnasium task from its config (``id``, ``max_episode_steps``, ``kwargs``)."""
+    return GymEnvironment(
+        env_cfg["id"],
+        settings,
+        name=env_cfg.get("name"),
+        max_episode_steps=env_cfg.get("max_episode_steps"),
+        env_kwargs=env_cfg.get("kwargs") or {},
+    )
