@@ -174,5 +174,7 @@ def check_finite(where: str, x: torch.Tensor) -> None:
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    if target.numel() < 2:
+        return float("nan")
     var = target.var()
     return float("nan") if var == 0 else float(1 - (target - pred).var() / var)

@@ -39,12 +39,10 @@ FAILED_JOBS: list[str] = []
 
 def train_main(argv: list[str]) -> int:
     import hydra
-    from omegaconf import OmegaConf
 
-    from .train import hydra_task
+    from .train import hydra_task, register_resolvers
 
-    if not OmegaConf.has_resolver("slug"):
-        OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "-"))
+    register_resolvers()
     sys.argv = ["rlarena train", *argv]
     hydra.main(version_base=None, config_path="pkg://rlarena.conf", config_name="config")(hydra_task)()
     if FAILED_JOBS:

@@ -46,6 +46,20 @@ class Built:
 # ---- configuration ------------------------------------------------------------------------------------
 
 
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("slug"):  # env names like text/arithmetic become one path component
+        OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "-"))
+
+
+def load_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with overrides, as ``rlarena train`` would (for tests and scripts)."""
+    from hydra import compose, initialize_config_module
+
+    register_resolvers()
+    with initialize_config_module(config_module="rlarena.conf", version_base=None):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
 def command_line_keys() -> set[str]:
     """Dotted keys set on the command line (``algo.num_envs=8`` -> ``algo.num_envs``), if under Hydra."""
     try:

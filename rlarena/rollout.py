@@ -93,6 +93,11 @@ class RolloutBatch:
     def num_valid(self) -> int:
         return self.rewards.numel() if self.mask is None else int(self.mask.sum())
 
+    @property
+    def minibatch_units(self) -> int:
+        """How many pieces ``minibatches`` can split the batch into: samples (flat) or sequences."""
+        return self.num_steps * self.num_envs if self.layout == "flat" else self.num_envs
+
     def replace(self, **changes: Any) -> RolloutBatch:
         return replace(self, **changes)
 
@@ -143,7 +148,7 @@ class RolloutBatch:
     def minibatches(self, num_minibatches: int, generator: torch.Generator | None = None) -> Iterator[Minibatch]:
         """Shuffle and split into ``num_minibatches`` parts: samples (flat) or whole sequences (sequence)."""
         self._require_advantages()
-        units = self.num_steps * self.num_envs if self.layout == "flat" else self.num_envs
+        units = self.minibatch_units
         if not 1 <= num_minibatches <= units:
             raise ValueError(f"num_minibatches={num_minibatches} must be in [1, {units}] for this batch")
         perm = torch.randperm(units, generator=generator, device="cpu").to(self.rewards.device)
@@ -189,6 +194,10 @@ class Policy(nn.Module, ABC):
     @abstractmethod
     def evaluate(self, obs: Any, actions: torch.Tensor) -> EvalOutput:
         """Log-probs, entropies and values of given actions, in one pass (teacher-forced for text)."""
+
+    def forward(self, obs: Any, actions: torch.Tensor) -> EvalOutput:
+        """Calling the module evaluates (so ``torch.func.functional_call`` works on policies)."""
+        return self.evaluate(obs, actions)
 
     @abstractmethod
     def actor_parameters(self) -> list[nn.Parameter]:

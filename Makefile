@@ -1,0 +1,37 @@
+# Set-up is idempotent: the venv and the editable install (with the compiled ops) are rebuilt only when
+# setup.py, pyproject.toml or csrc/ change.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.rlarena-installed
+TORCH  ?= torch==2.13.0
+CSRC    = $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
+export MUJOCO_GL ?= egl
+
+.PHONY: setup run test lint bench smoke-leaderboard clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml $(CSRC)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# Pinned: an unpinned torch may pull a multi-GB CUDA build; 2.13.0 CPU comes from local disk here.
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)            ## the main job: PPO on Hopper-v5 (~5 min on 2 CPU cores)
+	$(BIN)/rlarena train
+
+test: $(STAMP)           ## the whole test suite
+	bash scripts/ensure-test-deps.sh
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(STAMP)          ## kernel benchmarks vs the peers, full timing
+	$(BIN)/rlarena bench
+
+clean:
+	rm -rf build *.egg-info rlarena/_C*.so
