@@ -40,10 +40,10 @@ FAILED_JOBS: list[str] = []
 def train_main(argv: list[str]) -> int:
     import hydra
 
-    from .train import hydra_task, register_resolvers
+    from .train import hydra_task, register_resolvers, with_plugin_search_path
 
     register_resolvers()
-    sys.argv = ["rlarena train", *argv]
+    sys.argv = ["rlarena train", *with_plugin_search_path(argv)]
     hydra.main(version_base=None, config_path="pkg://rlarena.conf", config_name="config")(hydra_task)()
     if FAILED_JOBS:
         print(f"{len(FAILED_JOBS)} job(s) failed:\n  " + "\n  ".join(FAILED_JOBS), file=sys.stderr)

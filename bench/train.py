@@ -51,13 +51,33 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "-"))
 
 
+PLUGIN_CONF_GROUP = "rlarena.conf"
+
+
+def with_plugin_search_path(overrides: list[str]) -> list[str]:
+    """Add the config folders third-party plugins declare (entry-point group ``rlarena.conf``, value: a
+    package such as ``myplugin.conf`` holding ``algo/<name>.yaml``) to Hydra's search path."""
+    import importlib.metadata
+
+    paths = [f"pkg://{ep.value}" for ep in importlib.metadata.entry_points(group=PLUGIN_CONF_GROUP)]
+    if not paths:
+        return overrides
+    rest = []
+    for o in overrides:  # merge with a search path given on the command line
+        if o.startswith("hydra.searchpath="):
+            paths = [p.strip() for p in o.split("=", 1)[1].strip("[]").split(",") if p.strip()] + paths
+        else:
+            rest.append(o)
+    return [*rest, f"hydra.searchpath=[{','.join(paths)}]"]
+
+
 def load_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose ``conf/config.yaml`` with overrides, as ``rlarena train`` would (for tests and scripts)."""
     from hydra import compose, initialize_config_module
 
     register_resolvers()
     with initialize_config_module(config_module="rlarena.conf", version_base=None):
-        return compose(config_name="config", overrides=list(overrides or []))
+        return compose(config_name="config", overrides=with_plugin_search_path(list(overrides or [])))
 
 
 def command_line_keys() -> set[str]:
