@@ -109,17 +109,11 @@ class RolloutBatch:
         """The whole batch as one minibatch (for full-batch methods: REINFORCE, A2C, TRPO)."""
         self._require_advantages()
         if self.layout == "sequence":
-            return Minibatch(self.obs, self.actions, self.logp, self.values, self.advantages, self.returns, self.mask)
-        return self._flat_take(None)
+            return self._take(lambda x: x)
+        return self._take(lambda x: x.reshape(-1, *x.shape[2:]))
 
-    def _flat_take(self, idx: torch.Tensor | None) -> Minibatch:
-        t, n = self.num_steps, self.num_envs
-
-        def take(x: torch.Tensor) -> torch.Tensor:
-            flat = x.reshape(t * n, *x.shape[2:])
-            return flat if idx is None else flat[idx]
-
-        mask = None if self.mask is None else take(self.mask)
+    def _take(self, take) -> Minibatch:
+        """A minibatch made by applying ``take`` to every ``[T, N, ...]`` field."""
         return Minibatch(
             _index(self.obs, take),
             take(self.actions),
@@ -127,22 +121,7 @@ class RolloutBatch:
             take(self.values),
             take(self.advantages),
             take(self.returns),
-            mask,
-        )
-
-    def _sequence_take(self, idx: torch.Tensor) -> Minibatch:
-        def take(x: torch.Tensor) -> torch.Tensor:
-            return x[:, idx]
-
-        mask = None if self.mask is None else take(self.mask)
-        return Minibatch(
-            _index(self.obs, take),
-            take(self.actions),
-            take(self.logp),
-            take(self.values),
-            take(self.advantages),
-            take(self.returns),
-            mask,
+            None if self.mask is None else take(self.mask),
         )
 
     def minibatches(self, num_minibatches: int, generator: torch.Generator | None = None) -> Iterator[Minibatch]:
@@ -152,9 +131,11 @@ class RolloutBatch:
         if not 1 <= num_minibatches <= units:
             raise ValueError(f"num_minibatches={num_minibatches} must be in [1, {units}] for this batch")
         perm = torch.randperm(units, generator=generator, device="cpu").to(self.rewards.device)
-        take = self._flat_take if self.layout == "flat" else self._sequence_take
         for part in torch.tensor_split(perm, num_minibatches):
-            yield take(part)
+            if self.layout == "flat":
+                yield self._take(lambda x, idx=part: x.reshape(-1, *x.shape[2:])[idx])
+            else:
+                yield self._take(lambda x, idx=part: x[:, idx])
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         changes = {}
