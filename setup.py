@@ -47,13 +47,18 @@ def _extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     openmp = ["-fopenmp"] if sys.platform != "darwin" else []
-    cxx_flags = ["-O3", "-std=c++17", "-DNDEBUG", *openmp]
+    # C++20: what torch >= 2.10 headers are written for (with C++17 they warn on every file).
+    # -fno-trapping-math changes no result; it lets GCC if-convert the selects in the SIMD loops (with FP
+    # traps assumed possible it refuses to, and leaves the AVX2 and SSE2 variants of the kernels scalar).
+    cxx_flags = ["-O3", "-std=c++20", "-DNDEBUG", "-fno-trapping-math", *openmp]
     # No -march=native: wheels and editable installs must run on any x86-64; the kernels vectorize with
     # the compiler's portable SIMD (omp simd) instead.
     if not os.path.exists(os.path.join(ROOT, "csrc", "ops.cpp")):
         print("rlarena: csrc/ops.cpp not found; building without the compiled ops (pure-torch fallback).")
         return [], {}
-    sources = _rel([os.path.join(ROOT, "csrc", "ops.cpp"), *glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp"))])
+    sources = _rel(
+        [os.path.join(ROOT, "csrc", "ops.cpp"), *glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp"))]
+    )
     cuda_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
     bind = os.path.join("csrc", "cuda", "bind.cpp")
 
@@ -89,7 +94,9 @@ def _extensions():
             else "no .cu sources"
         )
         print(f"rlarena: building the CPU extension only ({why}).")
-        ext = CppExtension("rlarena._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=openmp)
+        ext = CppExtension(
+            "rlarena._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=openmp
+        )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 

@@ -14,7 +14,7 @@ import torch
 from rlarena.registry import register_algorithm
 from rlarena.rollout import RolloutBatch
 
-from .base import AlgoConfig, Algorithm, check, compute_advantages, explained_variance, normalize
+from .base import AlgoConfig, Algorithm, adam, check, compute_advantages, explained_variance, normalize
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
@@ -50,9 +50,11 @@ class A2C(Algorithm):
         super().__init__(cfg, policy, seed=seed)
         self.params = list(policy.parameters())
         if cfg.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(self.params, lr=cfg.learning_rate, alpha=cfg.rms_alpha, eps=cfg.optimizer_eps)
+            self.optimizer = torch.optim.RMSprop(
+                self.params, lr=cfg.learning_rate, alpha=cfg.rms_alpha, eps=cfg.optimizer_eps
+            )
         elif cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, eps=cfg.optimizer_eps)
+            self.optimizer = adam(self.params, cfg.learning_rate, cfg.optimizer_eps)
         else:
             self.optimizer = torch.optim.SGD(self.params, lr=cfg.learning_rate)
 

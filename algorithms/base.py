@@ -4,7 +4,8 @@ An algorithm is a class registered with ``@register_algorithm(name)`` that owns:
 
 * ``Config``: a dataclass of its hyper-parameters. ``conf/algo/<name>.yaml`` fills it; unknown keys, wrong
   types and out-of-range values are refused in ``__post_init__`` before any work starts.
-* ``__init__(cfg, policy, seed=...)``: builds its optimizers around an already built :class:`~rlarena.rollout.Policy`.
+* ``__init__(cfg, policy, seed=...)``: builds its optimizers around a built
+  :class:`~rlarena.rollout.Policy`.
 * ``update(batch) -> metrics``: one rollout batch in, parameter updates done, float metrics out.
 * ``state_dict``/``load_state_dict`` for exact resume.
 
@@ -34,7 +35,10 @@ def check(condition: bool, message: str) -> None:
 
 
 def check_positive(name: str, value: float) -> None:
-    check(isinstance(value, (int, float)) and value > 0 and math.isfinite(value), f"{name} must be > 0, got {value}")
+    check(
+        isinstance(value, (int, float)) and value > 0 and math.isfinite(value),
+        f"{name} must be > 0, got {value}",
+    )
 
 
 def check_unit(name: str, value: float, *, closed_low: bool = True) -> None:
@@ -52,8 +56,14 @@ class PolicyConfig:
     shared: bool = False  # one trunk for actor and critic
 
     def __post_init__(self) -> None:
-        check(all(h > 0 for h in self.hidden_sizes), f"policy.hidden_sizes must be positive, got {self.hidden_sizes}")
-        check(self.activation in ("tanh", "relu", "elu"), f"policy.activation must be tanh|relu|elu, got {self.activation!r}")
+        check(
+            all(h > 0 for h in self.hidden_sizes),
+            f"policy.hidden_sizes must be positive, got {self.hidden_sizes}",
+        )
+        check(
+            self.activation in ("tanh", "relu", "elu"),
+            f"policy.activation must be tanh|relu|elu, got {self.activation!r}",
+        )
 
 
 @dataclass
@@ -78,7 +88,14 @@ class AlgoConfig:
         check_unit("gamma", self.gamma)
         check_unit("gae_lambda", self.gae_lambda)
         check_positive("learning_rate", self.learning_rate)
-        check(self.max_grad_norm > 0 or self.max_grad_norm == -1, "max_grad_norm must be > 0 (or -1 for none)")
+        check(
+            self.max_grad_norm > 0 or self.max_grad_norm == -1, "max_grad_norm must be > 0 (or -1 for none)"
+        )
+
+
+def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
+    """Adam with the fused kernel (one call per step instead of a Python loop over parameters)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
 class Algorithm(ABC):
@@ -137,7 +154,9 @@ class Algorithm(ABC):
         if self.cfg.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+            norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in params if p.grad is not None])
+            )
         if not torch.isfinite(norm):
             raise FloatingPointError(
                 f"{type(self).__name__}: non-finite gradient norm at update {self.num_updates}; "

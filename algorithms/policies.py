@@ -79,9 +79,12 @@ class MLPActorCritic(Policy):
         return self.actor(obs), self.critic(obs).squeeze(-1)
 
     def _dist(self, head: torch.Tensor) -> Distribution:
+        # validate_args=False: the argument checks cost more than the math for these small networks.
         if self.continuous:
-            return Independent(Normal(head, self.log_std.exp().expand_as(head)), 1)
-        return Categorical(logits=head)
+            return Independent(
+                Normal(head, self.log_std.exp().expand_as(head), validate_args=False), 1, validate_args=False
+            )
+        return Categorical(logits=head, validate_args=False)
 
     # ---- Policy interface ---------------------------------------------------------------------------
 

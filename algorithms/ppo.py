@@ -15,7 +15,16 @@ from rlarena import ops
 from rlarena.registry import register_algorithm
 from rlarena.rollout import RolloutBatch
 
-from .base import AlgoConfig, Algorithm, check, check_positive, compute_advantages, explained_variance, normalize
+from .base import (
+    AlgoConfig,
+    Algorithm,
+    adam,
+    check,
+    check_positive,
+    compute_advantages,
+    explained_variance,
+    normalize,
+)
 
 
 @dataclass
@@ -38,7 +47,10 @@ class PPOConfig(AlgoConfig):
         check(self.num_minibatches >= 1, f"num_minibatches must be >= 1, got {self.num_minibatches}")
         check(self.ent_coef >= 0, f"ent_coef must be >= 0, got {self.ent_coef}")
         check(self.vf_coef >= 0, f"vf_coef must be >= 0, got {self.vf_coef}")
-        check(self.target_kl is None or self.target_kl > 0, f"target_kl must be > 0 or null, got {self.target_kl}")
+        check(
+            self.target_kl is None or self.target_kl > 0,
+            f"target_kl must be > 0 or null, got {self.target_kl}",
+        )
 
 
 @register_algorithm("ppo")
@@ -48,7 +60,7 @@ class PPO(Algorithm):
     def __init__(self, cfg: PPOConfig, policy, *, seed: int = 0) -> None:
         super().__init__(cfg, policy, seed=seed)
         self.params = list(policy.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, eps=cfg.adam_eps)
+        self.optimizer = adam(self.params, cfg.learning_rate, cfg.adam_eps)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adam": self.optimizer}
@@ -59,7 +71,9 @@ class PPO(Algorithm):
         self.set_lr(self.optimizer, lr)
         batch = compute_advantages(batch, cfg.gamma, cfg.gae_lambda)
 
-        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction")}
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("policy_loss", "value_loss", "entropy", "clip_fraction")
+        }
         approx_kl = torch.zeros(())
         for _epoch in range(cfg.update_epochs):
             for mb in batch.minibatches(cfg.num_minibatches, self.generator):

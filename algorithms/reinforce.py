@@ -15,7 +15,16 @@ import torch
 from rlarena.registry import register_algorithm
 from rlarena.rollout import Minibatch, RolloutBatch
 
-from .base import AlgoConfig, Algorithm, check, check_positive, compute_advantages, explained_variance, normalize
+from .base import (
+    AlgoConfig,
+    Algorithm,
+    adam,
+    check,
+    check_positive,
+    compute_advantages,
+    explained_variance,
+    normalize,
+)
 
 
 @dataclass
@@ -54,8 +63,8 @@ class Reinforce(Algorithm):
         super().__init__(cfg, policy, seed=seed)
         self.actor_params = policy.actor_parameters()
         self.critic_params = policy.critic_parameters()
-        self.actor_optimizer = torch.optim.Adam(self.actor_params, lr=cfg.learning_rate)
-        self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=cfg.vf_learning_rate) if cfg.baseline else None
+        self.actor_optimizer = adam(self.actor_params, cfg.learning_rate)
+        self.critic_optimizer = adam(self.critic_params, cfg.vf_learning_rate) if cfg.baseline else None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         opts = {"actor": self.actor_optimizer}
@@ -78,7 +87,9 @@ class Reinforce(Algorithm):
         self.set_lr(self.actor_optimizer, lr)
         if not cfg.baseline:  # no critic: plain discounted reward-to-go, no bootstrapping anywhere
             zeros = torch.zeros_like(batch.values)
-            batch = batch.replace(values=zeros, last_value=torch.zeros_like(batch.last_value), bootstrap_values=zeros)
+            batch = batch.replace(
+                values=zeros, last_value=torch.zeros_like(batch.last_value), bootstrap_values=zeros
+            )
         if cfg.whole_episodes:
             complete = complete_episodes_mask(batch.dones)
             batch = batch.replace(mask=complete if batch.mask is None else batch.mask & complete)
@@ -92,11 +103,18 @@ class Reinforce(Algorithm):
         loss.backward()
         grad_norm = self.clip_and_step(self.actor_optimizer, self.actor_params)
 
-        metrics = {"policy_loss": loss.item(), "entropy": entropy.item(), "grad_norm": grad_norm, "learning_rate": lr}
+        metrics = {
+            "policy_loss": loss.item(),
+            "entropy": entropy.item(),
+            "grad_norm": grad_norm,
+            "learning_rate": lr,
+        }
         if cfg.baseline:
             returns = mb.valid(mb.returns)
             for _ in range(cfg.vf_iters):
-                value_loss = 0.5 * ((mb.valid(self.policy.evaluate(mb.obs, mb.actions).value) - returns) ** 2).mean()
+                value_loss = (
+                    0.5 * ((mb.valid(self.policy.evaluate(mb.obs, mb.actions).value) - returns) ** 2).mean()
+                )
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 value_loss.backward()
                 self.clip_and_step(self.critic_optimizer, self.critic_params)

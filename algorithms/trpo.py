@@ -23,7 +23,16 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from rlarena.registry import register_algorithm
 from rlarena.rollout import EvalOutput, Minibatch, RolloutBatch
 
-from .base import AlgoConfig, Algorithm, check, check_positive, compute_advantages, explained_variance, normalize
+from .base import (
+    AlgoConfig,
+    Algorithm,
+    adam,
+    check,
+    check_positive,
+    compute_advantages,
+    explained_variance,
+    normalize,
+)
 
 
 @dataclass
@@ -45,9 +54,17 @@ class TRPOConfig(AlgoConfig):
         check_positive("max_kl", self.max_kl)
         check(self.cg_iters >= 1, f"cg_iters must be >= 1, got {self.cg_iters}")
         check(self.cg_damping >= 0, f"cg_damping must be >= 0, got {self.cg_damping}")
-        check(0 < self.line_search_shrink < 1, f"line_search_shrink must be in (0, 1), got {self.line_search_shrink}")
-        check(self.line_search_max_iter >= 1, f"line_search_max_iter must be >= 1, got {self.line_search_max_iter}")
-        check(self.vf_epochs >= 0 and self.vf_minibatches >= 1, "vf_epochs must be >= 0 and vf_minibatches >= 1")
+        check(
+            0 < self.line_search_shrink < 1,
+            f"line_search_shrink must be in (0, 1), got {self.line_search_shrink}",
+        )
+        check(
+            self.line_search_max_iter >= 1,
+            f"line_search_max_iter must be >= 1, got {self.line_search_max_iter}",
+        )
+        check(
+            self.vf_epochs >= 0 and self.vf_minibatches >= 1, "vf_epochs must be >= 0 and vf_minibatches >= 1"
+        )
 
 
 def conjugate_gradient(
@@ -84,7 +101,7 @@ class TRPO(Algorithm):
         super().__init__(cfg, policy, seed=seed)
         self.actor_params = policy.actor_parameters()
         self.critic_params = policy.critic_parameters()
-        self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=cfg.learning_rate)
+        self.critic_optimizer = adam(self.critic_params, cfg.learning_rate)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"critic": self.critic_optimizer}

@@ -8,6 +8,7 @@ Layout (one directory per run)::
     checkpoint.pt      latest checkpoint (atomic: temp file + rename); load with weights_only=True
     summary.json       written last, atomically: its presence means the run finished
     failed.json        instead of summary.json when the run raised (multirun keeps going)
+    reused.json        instead of summary.json when an identical finished run was found (sweep re-run)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rlarena.io import atomic_torch_save, atomic_write_json, atomic_write_text, 
 
 SUMMARY = "summary.json"
 FAILED = "failed.json"
+REUSED = "reused.json"  # a sweep job skipped because an identical run had finished (points to it)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 

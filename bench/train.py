@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlarena.algorithms.base import Algorithm, AlgoConfig, ConfigError
+from rlarena.algorithms.base import AlgoConfig, Algorithm, ConfigError
 from rlarena.algorithms.policies import make_mlp_policy
+from rlarena.io import atomic_write_json
 from rlarena.registry import get_algorithm, get_env
 from rlarena.rollout import Environment, EnvSettings, Policy
 
-from .results import RunDirectory, find_finished_run
+from .results import REUSED, RunDirectory, find_finished_run
 
 log = logging.getLogger("rlarena")
 
@@ -158,7 +159,9 @@ def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None
     )
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = get_env(cfg.env.name)(env_cfg, settings)
-    policy = env.make_policy(algo_cfg.policy) or make_mlp_policy(env.observation_space, env.action_space, algo_cfg.policy)
+    policy = env.make_policy(algo_cfg.policy) or make_mlp_policy(
+        env.observation_space, env.action_space, algo_cfg.policy
+    )
     policy.to(cfg.device)
     algo = get_algorithm(cfg.algo.name)(algo_cfg, policy, seed=cfg.seed)
     return Built(env, policy, algo, algo_cfg)
@@ -191,12 +194,18 @@ def _print_eval_table(title: str, returns: list[float]) -> None:
     for col in ("episodes", "mean", "std", "min", "max"):
         table.add_column(col, justify="right")
     table.add_row(
-        str(len(returns)), f"{np.mean(returns):.1f}", f"{np.std(returns):.1f}", f"{np.min(returns):.1f}", f"{np.max(returns):.1f}"
+        str(len(returns)),
+        f"{np.mean(returns):.1f}",
+        f"{np.std(returns):.1f}",
+        f"{np.min(returns):.1f}",
+        f"{np.max(returns):.1f}",
     )
     Console().print(table)
 
 
-def run_training(cfg: DictConfig, run_dir: str | os.PathLike, explicit_keys: set[str] | None = None) -> dict[str, Any]:
+def run_training(
+    cfg: DictConfig, run_dir: str | os.PathLike, explicit_keys: set[str] | None = None
+) -> dict[str, Any]:
     """Train one run into ``run_dir``; returns the summary written to ``summary.json``."""
     torch.set_num_threads(int(cfg.torch_threads))
     validate_run_config(cfg)  # refuse bad input before anything is created or trained
@@ -242,7 +251,9 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike, explicit_keys: set
                     metrics[key[5:]] = float(value)
             run.log("train", step, metrics)
             bar.update(steps_per_iter)
-            bar.set_postfix(ret=f"{metrics['episode_return_mean']:.1f}", sps=f"{metrics['steps_per_sec']:.0f}")
+            bar.set_postfix(
+                ret=f"{metrics['episode_return_mean']:.1f}", sps=f"{metrics['steps_per_sec']:.0f}"
+            )
 
             last = iteration == num_iters - 1
             if eval_every and not last and (step // eval_every) > ((step - steps_per_iter) // eval_every):
@@ -283,7 +294,9 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike, explicit_keys: set
                 summary[f"eval_{key}"] = float(value)
         run.write_summary(summary)
         if cfg.progress:
-            _print_eval_table(f"{cfg.algo.name} on {summary['env_id']} (seed {cfg.seed}): final evaluation", returns)
+            _print_eval_table(
+                f"{cfg.algo.name} on {summary['env_id']} (seed {cfg.seed}): final evaluation", returns
+            )
         return summary
     finally:
         env.close()
@@ -297,7 +310,9 @@ def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:
         "eval_return_std": float(np.std(returns)),
         "eval_returns": [float(r) for r in returns],
     }
-    values.update({k: v for k, v in result.items() if k not in ("returns", "lengths") and isinstance(v, (int, float))})
+    values.update(
+        {k: v for k, v in result.items() if k not in ("returns", "lengths") and isinstance(v, (int, float))}
+    )
     run.log("eval", step, values)
     for i, sample in enumerate(result.get("samples", [])[:4]):  # text environments show what they generate
         run.log_text(f"samples/{i}", step, str(sample))
@@ -319,6 +334,7 @@ def hydra_task(cfg: DictConfig) -> dict[str, Any] | None:
             done = find_finished_run(Path(hydra_cfg.runtime.cwd) / cfg.outputs_root, config_hash(cfg))
             if done is not None and done.resolve() != run_dir.resolve():
                 log.info("skipping: an identical run already finished in %s (force=true to re-run)", done)
+                atomic_write_json(run_dir / REUSED, {"existing": str(done), "config_hash": config_hash(cfg)})
                 return {"status": "skipped", "existing": str(done)}
         return run_training(cfg, run_dir)
     except (ConfigError, KeyError) as exc:

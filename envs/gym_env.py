@@ -59,9 +59,7 @@ class GymEnvironment(Environment):
 
         # SAME_STEP: the step that ends an episode returns the reset observation and keeps the final one in
         # info, so no step of the rollout is wasted on a dummy transition.
-        return gym.vector.SyncVectorEnv(
-            [make] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-        )
+        return gym.vector.SyncVectorEnv([make] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
     # ---- normalization --------------------------------------------------------------------------------
 
@@ -203,7 +201,7 @@ class GymEnvironment(Environment):
 
 
 class GymTask:
-    """The registered factory of one gymnasium task; ``env_cfg`` (``conf/env/<name>.yaml``) may override it."""
+    """The registered factory of one gymnasium task; ``env_cfg`` (``conf/env/<name>.yaml``) overrides."""
 
     def __init__(self, name: str, env_id: str) -> None:
         self.name = name

@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 @contextmanager
 def _atomic_target(path: str | os.PathLike) -> Iterator[str]:
@@ -45,10 +43,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch  # lazily: readers of JSON results (the leaderboard) should not pay for torch
+
     with _atomic_target(path) as tmp:
         torch.save(obj, tmp)
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+def safe_torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     """Load a checkpoint without executing pickled code (``weights_only=True``)."""
+    import torch
+
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -21,7 +21,11 @@ class RunningMeanStd:
         delta = batch_mean - self.mean
         total = self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
-        m2 = self.var * self.count + batch_var * batch_count + np.square(delta) * self.count * batch_count / total
+        m2 = (
+            self.var * self.count
+            + batch_var * batch_count
+            + np.square(delta) * self.count * batch_count / total
+        )
         self.var = m2 / total
         self.count = total
 

@@ -91,9 +91,9 @@ class Registry:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             errors = "".join(f"\n  (plugin {k!r} failed to load: {v})" for k, v in self.load_errors.items())
-            raise UnknownPluginError(
-                f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(known) or '(none)'}{errors}"
-            )
+            listing = ", ".join(known) or "(none)"
+            message = f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {listing}"
+            raise UnknownPluginError(message + errors)
         return self._items[name]
 
     def names(self) -> list[str]:

@@ -124,7 +124,9 @@ class RolloutBatch:
             None if self.mask is None else take(self.mask),
         )
 
-    def minibatches(self, num_minibatches: int, generator: torch.Generator | None = None) -> Iterator[Minibatch]:
+    def minibatches(
+        self, num_minibatches: int, generator: torch.Generator | None = None
+    ) -> Iterator[Minibatch]:
         """Shuffle and split into ``num_minibatches`` parts: samples (flat) or whole sequences (sequence)."""
         self._require_advantages()
         units = self.minibatch_units

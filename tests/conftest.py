@@ -25,7 +25,9 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, check: bool = True) -> 
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"rlarena {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"rlarena {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 

@@ -167,7 +167,9 @@ def test_trpo_step_respects_trust_region_and_improves_surrogate(max_kl):
     old = copy.deepcopy(policy)
     old.load_state_dict(before)
     with torch.no_grad():
-        kl = torch.distributions.kl_divergence(old.evaluate(mb.obs, mb.actions).dist, policy.evaluate(mb.obs, mb.actions).dist)
+        kl = torch.distributions.kl_divergence(
+            old.evaluate(mb.obs, mb.actions).dist, policy.evaluate(mb.obs, mb.actions).dist
+        )
     assert kl.mean().item() <= max_kl * (1 + 1e-5)
 
 
@@ -201,7 +203,16 @@ def test_a2c_one_step_update_matches_hand_computation():
         dones=torch.zeros(1, 1),
         last_value=torch.tensor([next_value]),
     )
-    cfg = A2CConfig(num_envs=1, num_steps=1, gamma=gamma, learning_rate=lr, optimizer="sgd", vf_coef=vf_coef, max_grad_norm=-1, anneal_lr=False)
+    cfg = A2CConfig(
+        num_envs=1,
+        num_steps=1,
+        gamma=gamma,
+        learning_rate=lr,
+        optimizer="sgd",
+        vf_coef=vf_coef,
+        max_grad_norm=-1,
+        anneal_lr=False,
+    )
     A2C(cfg, policy).update(batch)
 
     # By hand: one-step TD target and advantage, then the actor-critic gradient step.

@@ -38,7 +38,9 @@ def test_duplicate_registration_is_refused():
 def test_broken_plugin_is_reported_not_fatal(tmp_path):
     _write_dist(tmp_path, "brokenplugin", "rlarena.algorithms", "broken = brokenplugin")
     (tmp_path / "brokenplugin.py").write_text("raise RuntimeError('boom')\n")
-    out = _run(tmp_path, "from rlarena.registry import ALGORITHMS as A; print(A.names()); print(A.load_errors)")
+    out = _run(
+        tmp_path, "from rlarena.registry import ALGORITHMS as A; print(A.names()); print(A.load_errors)"
+    )
     assert "'ppo'" in out and "boom" in out
 
 
@@ -51,7 +53,11 @@ def _write_dist(root, package: str, group: str, entry: str) -> None:
 
 def _run(path, code: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=path, capture_output=True, text=True, env={"PYTHONPATH": str(path), "PATH": ""}
+        [sys.executable, "-c", code],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(path), "PATH": ""},
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

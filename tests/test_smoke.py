@@ -14,7 +14,14 @@ import pytest
 from rlarena.bench.train import load_config, run_training
 from rlarena.registry import get_algorithm, list_algorithms, list_envs
 
-SHRINK = {"num_steps": 32, "num_envs": 2, "num_minibatches": 4, "update_epochs": 2, "vf_epochs": 2, "vf_minibatches": 2}
+SHRINK = {
+    "num_steps": 32,
+    "num_envs": 2,
+    "num_minibatches": 4,
+    "update_epochs": 2,
+    "vf_epochs": 2,
+    "vf_minibatches": 2,
+}
 
 
 @pytest.mark.parametrize("env", list_envs())

@@ -1,0 +1,342 @@
+"""`rlarena leaderboard`: collecting runs (broken ones skipped with a reason), tables, CSV, the HTML report,
+and the whole path from a Hydra sweep to a leaderboard."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from rlarena.bench import leaderboard as lbm
+
+EVIL = "<script>alert(1)</script>"
+REPS = "200"
+
+# env -> (random, reference); algo -> final returns of seeds 0, 1, 2
+ENVS = {"hopper": (0.0, 1000.0), "walker": (10.0, 110.0)}
+SCORES = {
+    ("hopper", "ppo"): [900.0, 1000.0, 1100.0],
+    ("hopper", "a2c"): [300.0, 500.0, 400.0],
+    ("walker", "ppo"): [90.0, 100.0, 95.0],
+    ("walker", "a2c"): [50.0, 60.0, 55.0],
+}
+
+
+def write_run(
+    path: Path,
+    algo: str,
+    env: str,
+    seed: int,
+    final: float,
+    *,
+    scores: tuple[float | None, float | None] = (0.0, 100.0),
+    config_hash: str | None = None,
+) -> Path:
+    """A run directory as `rlarena train` writes it; the eval curve is 0 -> final/2 -> final."""
+    path.mkdir(parents=True)
+    (path / ".hydra").mkdir()
+    records = [
+        {"kind": "train", "step": 500, "time_s": 1.0, "episode_return_mean": final / 3},
+        {"kind": "train", "step": 1000, "time_s": 2.0, "episode_return_mean": final / 2},
+    ]
+    records += [
+        {
+            "kind": "eval",
+            "step": step,
+            "eval_return_mean": value,
+            "eval_return_std": 1.0,
+            "eval_returns": [value],
+        }
+        for step, value in ((0, 0.0), (500, final / 2), (1000, final))
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {
+        "algo": algo,
+        "env": env,
+        "env_id": f"{env.capitalize()}-v5",
+        "seed": seed,
+        "total_steps": 1000,
+        "eval_return_mean": final,
+        "eval_return_std": 1.0,
+        "eval_returns": [final],
+        "steps_per_sec": 1000.0 + seed,
+        "wall_time_s": 1.0,
+        "config_hash": config_hash or f"{algo}-{env}-{seed}",
+        "status": "finished",
+        "random_score": scores[0],
+        "reference_score": scores[1],
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "config.yaml").write_text(f"env:\n  name: {env}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Two envs x two algorithms x three seeds in Hydra multirun layout, plus every kind of broken run."""
+    root = tmp_path_factory.mktemp("runs")
+    job = 0
+    for (env, algo), finals in SCORES.items():
+        for seed, final in enumerate(finals):
+            write_run(
+                root / "multirun/2025-01-01/12-00-00" / str(job), algo, env, seed, final, scores=ENVS[env]
+            )
+            job += 1
+    broken = root / "multirun/2025-01-01/13-00-00"
+    bad_json = write_run(broken / "0", "ppo", "hopper", 7, 1.0)
+    (bad_json / "summary.json").write_text('{"algo": "ppo", ')
+    crashed = write_run(broken / "1", "ppo", "hopper", 8, 1.0)
+    (crashed / "summary.json").unlink()
+    failed = write_run(broken / "2", "ppo", "hopper", 9, 1.0)
+    (failed / "summary.json").unlink()
+    (failed / "failed.json").write_text(json.dumps({"error": "RuntimeError: boom"}))
+    bad_metrics = write_run(broken / "3", "ppo", "hopper", 10, 1.0)
+    with open(bad_metrics / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "eval", "step": \n')
+    wrong_type = write_run(broken / "4", "ppo", "hopper", 11, 1.0)
+    (wrong_type / "summary.json").write_text(json.dumps({"algo": "ppo", "env": "hopper", "seed": "eleven"}))
+    (broken / "5" / ".hydra").mkdir(parents=True)  # a job that never wrote anything
+    not_a_dict = write_run(broken / "6", "ppo", "hopper", 12, 1.0)
+    (not_a_dict / "summary.json").write_text("[1, 2]")
+    # Unrelated files and hidden folders are not runs.
+    (root / "multirun/2025-01-01/12-00-00/multirun.yaml").write_text("hydra: {}\n")
+    (root / ".cache" / "x").mkdir(parents=True)
+    (root / ".cache" / "x" / "summary.json").write_text("{}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory):
+    """`rlarena leaderboard` on the sweep, run once for the tests that read its outputs."""
+    out = tmp_path_factory.mktemp("report")
+    buf = io.StringIO()
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(buf):
+        code = lbm.main([str(sweep), "--out", str(out), "--reps", REPS, "--no-progress"])
+    return code, buf.getvalue(), out
+
+
+def test_collect_finds_runs_and_explains_every_skip(sweep):
+    collection = lbm.collect_runs([sweep], progress=False)
+    assert len(collection.runs) == 12
+    reasons = {Path(s.path).name: s.reason for s in collection.skipped}
+    assert set(reasons) == {"0", "1", "2", "3", "4", "5", "6"}
+    assert "summary.json: invalid JSON" in reasons["0"]
+    assert "unfinished or crashed" in reasons["1"]
+    assert reasons["2"] == "failed: RuntimeError: boom"
+    assert "metrics.jsonl line 6: invalid JSON" in reasons["3"]
+    assert "'seed' should be a int" in reasons["4"]
+    assert "no summary.json" in reasons["5"]
+    assert "expected a JSON object" in reasons["6"]
+
+
+def test_per_env_statistics(sweep):
+    lb = lbm.build_leaderboard(lbm.collect_runs([sweep], progress=False), reps=int(REPS))
+    assert lb.envs == ["hopper", "walker"] and lb.algos == ["a2c", "ppo"]
+    ppo, a2c = lb.rows["hopper"]  # ranked by IQM
+    assert (ppo.algo, a2c.algo) == ("ppo", "a2c")
+    assert ppo.seeds == [0, 1, 2] and ppo.total_steps == [1000]
+    assert ppo.mean == pytest.approx(1000.0) and ppo.std == pytest.approx(100.0)
+    assert ppo.iqm.value == pytest.approx(sps.trim_mean([900, 1000, 1100], 0.25))
+    assert ppo.iqm.low <= ppo.iqm.value <= ppo.iqm.high
+    assert ppo.normalized_iqm.value == pytest.approx(1.0)
+    assert ppo.auc == pytest.approx(500.0)  # curve 0 -> f/2 -> f averages f/2
+    assert ppo.final_train_return == pytest.approx(500.0)
+    assert ppo.steps_per_sec == pytest.approx(1001.0)
+    curve = lb.curves["hopper"]["ppo"]
+    assert curve.steps.tolist() == [0, 500, 1000] and curve.mean.tolist() == pytest.approx([0, 500, 1000])
+
+
+def test_across_env_statistics(sweep):
+    lb = lbm.build_leaderboard(lbm.collect_runs([sweep], progress=False), reps=int(REPS))
+    best = lb.aggregate[0]
+    assert best.algo == "ppo" and best.n_tasks == 2 and best.n_runs == 6
+    normalized = [0.9, 1.0, 1.1, 0.8, 0.9, 0.85]
+    assert best.metrics["IQM"].value == pytest.approx(sps.trim_mean(normalized, 0.25))
+    assert best.metrics["Mean"].value == pytest.approx(np.mean(normalized))
+    p, n_tasks = lb.improvement[("ppo", "a2c")]
+    assert n_tasks == 2 and (p.value, p.low, p.high) == pytest.approx((1.0, 1.0, 1.0))
+    assert lb.improvement[("a2c", "ppo")][0].value == pytest.approx(0.0)
+    profile, low, high = lb.profiles["ppo"]
+    assert profile.shape == lb.profile_taus.shape and profile[0] == 1.0 and np.all(np.diff(profile) <= 0)
+
+
+def test_main_writes_markdown_csv_and_html(report):
+    code, stdout, out = report
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == {
+        "leaderboard.md",
+        "leaderboard.csv",
+        "aggregate.csv",
+        "probability_of_improvement.csv",
+        "runs.csv",
+        "skipped.csv",
+        "report.html",
+    }
+    assert stdout.strip() == (out / "leaderboard.md").read_text().strip()
+    assert "| 1 | ppo | 3 | 1000.0 ± 100.0 |" in stdout
+    assert "## Skipped (7)" in stdout
+    rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert len(rows) == 4 and {r["algo"] for r in rows} == {"ppo", "a2c"}
+    hopper_ppo = next(r for r in rows if r["env"] == "hopper" and r["algo"] == "ppo")
+    assert float(hopper_ppo["mean"]) == pytest.approx(1000.0) and hopper_ppo["n_seeds"] == "3"
+    assert len(list(csv.DictReader(io.StringIO((out / "runs.csv").read_text())))) == 12
+    assert len(list(csv.DictReader(io.StringIO((out / "skipped.csv").read_text())))) == 7
+    assert not list(out.glob(".*.tmp")), "atomic writes left a temporary file"
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(html_text: str) -> _Collector:
+    parser = _Collector()
+    parser.feed(html_text)
+    parser.close()
+    return parser
+
+
+def test_html_report_is_self_contained(report):
+    _, _, out = report
+    page = _parse((out / "report.html").read_text(encoding="utf-8"))
+    # learning curves for 2 envs + aggregate intervals + performance profile + probability of improvement
+    assert len(page.images) == 5
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "script" not in page.tags and "link" not in page.tags  # nothing loaded from elsewhere
+    assert "RuntimeError: boom" in "".join(page.text)  # skipped runs are listed with their reason
+
+
+def test_user_strings_are_escaped(tmp_path):
+    write_run(tmp_path / "a", EVIL, "env|<b>x</b>", 0, 50.0)
+    write_run(tmp_path / "b", EVIL, "env|<b>x</b>", 1, 60.0)
+    write_run(tmp_path / "c", "$x_1$", "env|<b>x</b>", 0, 40.0)  # mathtext in a plot label must not break it
+    (tmp_path / "d" / ".hydra").mkdir(parents=True)
+    (tmp_path / "d" / "failed.json").write_text(json.dumps({"error": f"ValueError: {EVIL}"}))
+    out = tmp_path / "out"
+    assert lbm.main([str(tmp_path), "--out", str(out), "--reps", REPS, "--no-progress", "--title", EVIL]) == 0
+    page_text = (out / "report.html").read_text(encoding="utf-8")
+    assert EVIL not in page_text and "<b>" not in page_text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page_text
+    page = _parse(page_text)
+    assert "script" not in page.tags and "b" not in page.tags
+    assert EVIL in "".join(page.text)  # shown to the reader as text
+    markdown = (out / "leaderboard.md").read_text()
+    assert EVIL not in markdown and "env\\|&lt;b&gt;x&lt;/b&gt;" in markdown
+
+
+def test_duplicates_nulls_and_references(tmp_path):
+    run = write_run(tmp_path / "sweep1" / "0", "ppo", "hopper", 0, 500.0, scores=(None, None))
+    write_run(tmp_path / "sweep1" / "1", "ppo", "hopper", 1, 700.0, scores=(None, None))
+    shutil.copytree(run, tmp_path / "sweep2" / "0")  # the same run copied elsewhere counts once
+    collection = lbm.collect_runs([tmp_path, tmp_path / "sweep1"], progress=False)  # overlapping paths
+    assert len(collection.runs) == 2
+    assert [s.reason.split(" of ")[0] for s in collection.skipped] == ["duplicate"]
+    lb = lbm.build_leaderboard(collection, reps=int(REPS))
+    assert lb.unnormalized_envs == ["hopper"] and not lb.aggregate  # no constants: no normalized scores
+    assert lb.rows["hopper"][0].normalized_iqm is None
+    lb = lbm.build_leaderboard(collection, reps=int(REPS), reference=lbm.parse_reference(["hopper=0,1000"]))
+    assert lb.aggregate[0].metrics["Mean"].value == pytest.approx(0.6)
+
+
+def test_reused_sweep_jobs_are_noted_not_skipped(tmp_path):
+    write_run(tmp_path / "first" / "0", "ppo", "hopper", 0, 500.0)
+    rerun = tmp_path / "second" / "0"
+    (rerun / ".hydra").mkdir(parents=True)
+    (rerun / lbm.REUSED).write_text(json.dumps({"existing": str(tmp_path / "first" / "0")}))
+    collection = lbm.collect_runs([tmp_path], progress=False)
+    assert len(collection.runs) == 1 and not collection.skipped
+    assert collection.reused == [str(rerun.resolve())]
+    markdown = lbm.to_markdown(lbm.build_leaderboard(collection, reps=int(REPS)), collection)
+    assert "1 sweep job(s) reused an identical finished run" in markdown
+
+
+def test_config_differences_are_flagged_and_config_fills_in_scores(tmp_path):
+    for seed, lr in enumerate((3e-4, 3e-4, 1e-3)):
+        run = write_run(tmp_path / str(seed), "ppo", "hopper", seed, 500.0 + seed, scores=(None, None))
+        config = f"seed: {seed}\nalgo: {{name: ppo, learning_rate: {lr}}}\n"
+        (run / "config.yaml").write_text(
+            config + "env: {name: hopper, random_score: 0, reference_score: 1000}\n"
+        )
+    collection = lbm.collect_runs([tmp_path], progress=False)
+    assert collection.warnings == [
+        "hopper/ppo: pooled runs differ in their config (algo.learning_rate); compare like with like"
+    ]
+    assert {(r.random_score, r.reference_score) for r in collection.runs} == {(0.0, 1000.0)}
+
+
+def test_parse_reference(tmp_path):
+    spec = tmp_path / "ref.yaml"
+    spec.write_text(
+        "hopper: {random_score: 1, reference_score: 2}\nant: {random_score: -5, reference_score: 5}\n"
+    )
+    assert lbm.parse_reference([str(spec), "ant=0,10"]) == {"hopper": (1.0, 2.0), "ant": (0.0, 10.0)}
+    for bad in (["hopper=1"], ["hopper=2,2"], [str(tmp_path / "missing.yaml")]):
+        with pytest.raises(ValueError):
+            lbm.parse_reference(bad)
+
+
+def test_nothing_to_report(tmp_path, capsys):
+    assert lbm.main([str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert "path does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert lbm.main([str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out").exists()
+    assert lbm.main([str(tmp_path), "--reference", "x=1"]) == 2
+
+
+# ------------------------------------------------------------------ from a real sweep to a leaderboard
+
+
+def _sweep_then_leaderboard(cli, tmp_path: Path, tiny: list[str], launcher: str) -> None:
+    sweep_dir = tmp_path / "sweep"
+    cli(
+        "train",
+        "--multirun",
+        f"hydra/launcher={launcher}",
+        "algo=ppo",
+        "env=invertedpendulum",
+        "seed=0,1",
+        "tensorboard=false",
+        f"hydra.sweep.dir={sweep_dir}",
+        *tiny,
+        cwd=tmp_path,
+    )
+    summaries = sorted(sweep_dir.rglob("summary.json"))
+    assert len(summaries) == 2, sorted(p.relative_to(sweep_dir) for p in sweep_dir.rglob("*"))
+    out = tmp_path / "leaderboard"
+    proc = cli("leaderboard", str(sweep_dir), "--out", str(out), "--reps", REPS, cwd=tmp_path)
+    assert "| 1 | ppo | 2 |" in proc.stdout
+    rows = list(csv.DictReader(io.StringIO((out / "runs.csv").read_text())))
+    assert sorted(int(r["seed"]) for r in rows) == [0, 1]
+    assert _parse((out / "report.html").read_text(encoding="utf-8")).images
+
+
+def test_joblib_sweep_then_leaderboard(cli, tmp_path, tiny_overrides):
+    _sweep_then_leaderboard(cli, tmp_path, tiny_overrides, "local")
+
+
+def test_submitit_local_sweep_then_leaderboard(cli, tmp_path, tiny_overrides):
+    _sweep_then_leaderboard(cli, tmp_path, tiny_overrides, "local_submitit")
