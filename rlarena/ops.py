@@ -1,16 +1,40 @@
-"""Front of the compiled ops, with pure-torch references.
+"""Fused RL ops: generalized advantage estimation and the PPO clipped surrogate loss.
 
-``gae`` and ``clipped_surrogate_loss`` dispatch to the ``torch.ops.rlarena`` kernels when the extension
-``rlarena._C`` is built, and fall back to the references otherwise.
+``gae`` and ``clipped_surrogate_loss`` run the compiled ``torch.ops.rlarena`` kernels (C++/OpenMP on the
+CPU, CUDA on the GPU) when the extension ``rlarena._C`` is built, and the pure-torch references
+(``gae_reference``, ``clipped_surrogate_loss_reference``) otherwise: then a warning says why, once. Set
+``RLARENA_FORCE_REFERENCE=1`` to use the references on purpose; ``backend()`` says which is in use.
+
+Conventions (the whole project's): rollouts are time-major ``[T, N]``; ``dones[t] = 1`` means the episode
+ended at step ``t``, so nothing is bootstrapped across it.
+
+Both ops take float32 or float64 (one dtype, one device for all inputs) and raise ``TypeError`` for other
+dtypes, ``ValueError`` for shapes that do not fit, ``RuntimeError`` for mixed devices. Non-contiguous inputs
+are accepted (copied once).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
+
+__all__ = [
+    "backend",
+    "clipped_surrogate_loss",
+    "clipped_surrogate_loss_reference",
+    "gae",
+    "gae_reference",
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pure-torch references (the definition of what the kernels compute).
 
 
 def gae_reference(rewards, values, dones, last_value, gamma: float, lam: float):
-    """Generalized advantage estimation, time-major ``[T, N]``; see the module docs for the conventions."""
+    """Generalized advantage estimation, time-major ``[T, N]``; see ``gae`` for the conventions."""
     T = rewards.shape[0]
     advantages = torch.empty_like(rewards)
     next_adv = torch.zeros_like(last_value)
@@ -25,6 +49,7 @@ def gae_reference(rewards, values, dones, last_value, gamma: float, lam: float):
 
 
 def clipped_surrogate_loss_reference(logp, old_logp, advantages, clip_coef: float):
+    """PPO clipped surrogate loss composed of torch ops; see ``clipped_surrogate_loss``."""
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip_coef, 1 + clip_coef) * advantages)
@@ -35,5 +60,169 @@ def clipped_surrogate_loss_reference(logp, old_logp, advantages, clip_coef: floa
     return loss, clip_fraction, approx_kl
 
 
-gae = gae_reference
-clipped_surrogate_loss = clipped_surrogate_loss_reference
+# --------------------------------------------------------------------------------------------------------
+# Input checks of the reference path (the compiled kernels check the same in C++, with the same messages).
+
+
+def _check_dtypes(op: str, names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> None:
+    first = tensors[0]
+    for name, t in zip(names, tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"rlarena.{op}: '{name}' must be a tensor, got {type(t).__name__}")
+        if t is first and t.dtype not in (torch.float32, torch.float64):
+            raise TypeError(
+                f"rlarena.{op}: '{name}' must be float32 or float64, got {t.dtype} "
+                "(convert it with .float() or .double())"
+            )
+        if t.dtype != first.dtype:
+            raise TypeError(
+                f"rlarena.{op}: all inputs must have the same dtype, but '{names[0]}' is {first.dtype} "
+                f"and '{name}' is {t.dtype} (convert it with .to({names[0]}.dtype))"
+            )
+        if t.device != first.device:
+            raise RuntimeError(
+                f"rlarena.{op}: all inputs must be on the same device, but '{names[0]}' is on "
+                f"{first.device} and '{name}' is on {t.device}"
+            )
+
+
+def _check_gae_inputs(rewards, values, dones, last_value, gamma, lam) -> None:
+    _check_dtypes("gae", ("rewards", "values", "dones", "last_value"), (rewards, values, dones, last_value))
+    if rewards.dim() != 2:
+        raise ValueError(f"rlarena.gae: rewards must be time-major [T, N], got shape {list(rewards.shape)}")
+    for name, t in (("values", values), ("dones", dones)):
+        if t.shape != rewards.shape:
+            raise ValueError(
+                f"rlarena.gae: {name} has shape {list(t.shape)} but rewards has shape {list(rewards.shape)}; "
+                "rewards, values and dones must all be [T, N]"
+            )
+    if last_value.dim() != 1 or last_value.shape[0] != rewards.shape[1]:
+        raise ValueError(
+            f"rlarena.gae: last_value must be [N] = [{rewards.shape[1]}], got shape {list(last_value.shape)}"
+        )
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"rlarena.gae: gamma must be in [0, 1], got {gamma}")
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"rlarena.gae: lam must be in [0, 1], got {lam}")
+
+
+def _check_loss_inputs(logp, old_logp, advantages, clip_coef) -> None:
+    op = "clipped_surrogate_loss"
+    _check_dtypes(op, ("logp", "old_logp", "advantages"), (logp, old_logp, advantages))
+    for name, t in (("old_logp", old_logp), ("advantages", advantages)):
+        if t.shape != logp.shape:
+            raise ValueError(
+                f"rlarena.{op}: {name} has shape {list(t.shape)} but logp has shape {list(logp.shape)}; "
+                "all three inputs must have one shape"
+            )
+    if not clip_coef > 0.0:
+        raise ValueError(f"rlarena.{op}: clip_coef must be > 0, got {clip_coef}")
+
+
+def _gae_fallback(rewards, values, dones, last_value, gamma, lam):
+    _check_gae_inputs(rewards, values, dones, last_value, gamma, lam)
+    with torch.no_grad():
+        return gae_reference(rewards, values, dones, last_value, gamma, lam)
+
+
+def _loss_fallback(logp, old_logp, advantages, clip_coef):
+    _check_loss_inputs(logp, old_logp, advantages, clip_coef)
+    return clipped_surrogate_loss_reference(logp, old_logp, advantages, clip_coef)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading the compiled ops.
+
+
+def _load_backend() -> tuple[str, str | None]:
+    if os.environ.get("RLARENA_FORCE_REFERENCE", "0").strip() not in ("", "0"):
+        return "reference", None
+    try:
+        from rlarena import _C  # noqa: F401  (loading the library registers torch.ops.rlarena.*)
+    except ImportError as exc:
+        return "reference", f"the compiled extension rlarena._C could not be imported ({exc})"
+    return "compiled", None
+
+
+_BACKEND, _WHY = _load_backend()
+if _WHY is not None:
+    warnings.warn(
+        f"rlarena.ops: using the pure-torch reference ops (slow): {_WHY}. Rebuild with "
+        "`pip install --no-build-isolation -e .`, or set RLARENA_FORCE_REFERENCE=1 to silence this.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def backend() -> str:
+    """``"compiled"`` when the ``torch.ops.rlarena`` kernels are in use, ``"reference"`` otherwise."""
+    return _BACKEND
+
+
+if _BACKEND == "compiled":
+    _gae_impl = torch.ops.rlarena.gae.default
+    _loss_impl = torch.ops.rlarena.clipped_surrogate_loss.default
+
+    @torch.library.register_fake("rlarena::gae")
+    def _gae_fake(rewards, values, dones, last_value, gamma, lam):
+        torch._check(rewards.dim() == 2, lambda: "rlarena.gae: rewards must be [T, N]")
+        torch._check(values.shape == rewards.shape, lambda: "rlarena.gae: values must be [T, N]")
+        torch._check(dones.shape == rewards.shape, lambda: "rlarena.gae: dones must be [T, N]")
+        torch._check(last_value.dim() == 1, lambda: "rlarena.gae: last_value must be [N]")
+        return rewards.new_empty(rewards.shape), rewards.new_empty(rewards.shape)
+
+    @torch.library.register_fake("rlarena::clipped_surrogate_loss")
+    def _loss_fake(logp, old_logp, advantages, clip_coef):
+        torch._check(old_logp.shape == logp.shape, lambda: "rlarena.clipped_surrogate_loss: shape mismatch")
+        torch._check(advantages.shape == logp.shape, lambda: "rlarena.clipped_surrogate_loss: shape mismatch")
+        scalar = logp.new_empty(())
+        return scalar, logp.new_empty(()), logp.new_empty(()), logp.new_empty(logp.shape)
+
+    # Autograd of both ops is registered in C++ (csrc/ops.cpp): gae never carries a gradient; the loss's
+    # fused forward returns d loss / d logp, which backward only scales. (Python autograd glue would cost
+    # more than the fused op itself at PPO's minibatch sizes.)
+else:
+    _gae_impl = _gae_fallback
+
+    def _loss_impl(logp, old_logp, advantages, clip_coef):
+        return (*_loss_fallback(logp, old_logp, advantages, clip_coef), None)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Public API.
+
+
+def gae(rewards, values, dones, last_value, gamma: float, lam: float):
+    """Generalized advantage estimation (Schulman et al. 2016) over a time-major rollout.
+
+    Args:
+        rewards, values, dones: ``[T, N]`` (float32 or float64; ``dones`` as 0/1 floats of the same dtype).
+            ``dones[t] = 1`` means the episode ended at step ``t``: nothing is bootstrapped across it.
+        last_value: ``[N]``, the value of the observation after the last step (``V_T``).
+        gamma, lam: discount and GAE lambda, in ``[0, 1]``.
+
+    Returns ``(advantages, returns)``, both ``[T, N]``, with
+    ``delta_t = r_t + gamma (1 - d_t) V_{t+1} - V_t``, ``A_t = delta_t + gamma lam (1 - d_t) A_{t+1}`` and
+    ``returns = A + V``.
+
+    Time-limit truncation is the caller's job: when an episode is cut by a time limit rather than ended,
+    fold the bootstrap into the reward (``r_t += gamma * V(final_obs)``, as stable-baselines3 does) and
+    mark ``dones[t] = 1``.
+
+    GAE works on rollout data: no gradient flows through it (the outputs never require grad, as if computed
+    under ``torch.no_grad()``), whatever the inputs.
+    """
+    return _gae_impl(rewards, values, dones, last_value, float(gamma), float(lam))
+
+
+def clipped_surrogate_loss(logp, old_logp, advantages, clip_coef: float):
+    """PPO's clipped surrogate loss, fused: ``(loss, clip_fraction, approx_kl)``.
+
+    With ``r = exp(logp - old_logp)``: ``loss = -mean(min(r A, clamp(r, 1 - c, 1 + c) A))``,
+    ``clip_fraction = mean(|r - 1| > c)`` and ``approx_kl = mean((r - 1) - log r)``. The three inputs have
+    one shape (any; treated as flat). Only ``loss`` carries a gradient, and only to ``logp``
+    (``old_logp`` and ``advantages`` are data); ``clip_fraction`` and ``approx_kl`` are 0-dim statistics.
+    The compiled kernel computes the gradient in the forward pass; backward only scales it.
+    """
+    loss, clip_fraction, approx_kl, _ = _loss_impl(logp, old_logp, advantages, float(clip_coef))
+    return loss, clip_fraction, approx_kl

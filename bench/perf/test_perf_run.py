@@ -1,0 +1,23 @@
+"""The one-command benchmark (`rlarena bench`) runs end to end and writes its JSON report."""
+
+from __future__ import annotations
+
+import json
+
+from rlarena.bench.perf import run
+
+
+def test_bench_command_quick(tmp_path, capsys):
+    out = tmp_path / "perf.json"
+    assert run.main(["--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {c["shape"] for c in report["gae"]} == {"2048x1", "2048x16", "128x2048", "64x8192"}
+    assert [c["n"] for c in report["loss"]] == [64, 4096, 65536, 1048576]
+    for c in report["gae"]:
+        assert {"rlarena", "floor", "torch_loop", "numpy_loop"} <= set(c["times_s"])
+        assert c["ratios"]["vs_numpy_loop"] > 0 and c["ratios"]["of_floor"] > 0
+    for c in report["loss"]:
+        assert c["ratios"]["vs_composed"] > 0
+    assert report["machine"]["logical_cores"] >= 1 and report["targets"]
+    printed = capsys.readouterr().out
+    assert "| T x N |" in printed and "| n |" in printed and "Targets:" in printed
