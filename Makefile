@@ -25,7 +25,7 @@ run: $(STAMP)            ## the main job: PPO on Hopper-v5 (~5 min on 2 CPU core
 
 test: $(STAMP)           ## the whole test suite
 	bash scripts/ensure-test-deps.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4   # one worker per core (2 on CI)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
