@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("rlarena.bench.leaderboard", "main"),
     "bench": ("rlarena.bench.perf.run", "main"),
     "sft": ("rlarena.bench.text_pipeline", "sft_main"),
-    "reward-model": ("rlarena.bench.text_pipeline", "reward_model_main"),
+    "reward-model": ("rlarena.bench.cli", "reward_model_main"),
     "label": ("rlarena.bench.label_server", "main"),
 }
 
@@ -31,6 +31,7 @@ commands: {", ".join(SUBCOMMANDS)}
   rlarena train algo=ppo env=hopper seed=1 total_steps=100000
   rlarena train --multirun algo=ppo,a2c env=hopper,walker2d seed=0,1,2 hydra/launcher=joblib
   rlarena list
+  rlarena sft task=format && rlarena reward-model task=format && rlarena train algo=ppo env=text/format
   rlarena <command> --help
 """
 
@@ -49,6 +50,17 @@ def train_main(argv: list[str]) -> int:
         print(f"{len(FAILED_JOBS)} job(s) failed:\n  " + "\n  ".join(FAILED_JOBS), file=sys.stderr)
         return 1
     return 0
+
+
+def reward_model_main(argv: list[str]) -> int:
+    """``labels=<file>``: a preference reward model from a labels file; else the text pipeline's step 2."""
+    if any(a.lstrip("-").split("=", 1)[0] == "labels" for a in argv):
+        from .reward_model_cli import main as labels_main
+
+        return labels_main(argv)
+    from .text_pipeline import reward_model_main as text_main
+
+    return text_main(argv)
 
 
 def list_main(argv: list[str]) -> int:

@@ -116,6 +116,30 @@ def build_algo_config(cfg: DictConfig, explicit_keys: set[str] | None = None) ->
         raise ConfigError(f"invalid algo config for {cfg.algo.name!r}: {exc}".strip()) from None
 
 
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def apply_env_run_defaults(cfg: DictConfig, explicit_keys: set[str] | None = None) -> DictConfig:
+    """Apply the env's ``run_defaults`` (e.g. a text task's shorter ``total_steps``) to the top-level config,
+    for every key not set on the command line. Idempotent; returns a new config."""
+    defaults = cfg.env.get("run_defaults")
+    if not defaults:
+        return cfg
+    explicit = command_line_keys() if explicit_keys is None else explicit_keys
+    cfg = cfg.copy()
+    for key, value in _flatten(OmegaConf.to_container(defaults, resolve=True)).items():
+        if key not in explicit:
+            OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
 def validate_run_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.total_steps, int) or cfg.total_steps <= 0:
         raise ConfigError(f"total_steps must be a positive integer, got {cfg.total_steps}")
@@ -208,6 +232,7 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one run into ``run_dir``; returns the summary written to ``summary.json``."""
     torch.set_num_threads(int(cfg.torch_threads))
+    cfg = apply_env_run_defaults(cfg, explicit_keys)
     validate_run_config(cfg)  # refuse bad input before anything is created or trained
     algo_cfg = build_algo_config(cfg, explicit_keys)
     run = RunDirectory(run_dir, tensorboard=bool(cfg.tensorboard))
@@ -329,6 +354,7 @@ def hydra_task(cfg: DictConfig) -> dict[str, Any] | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    cfg = apply_env_run_defaults(cfg)  # before hashing, so a re-run finds the same hash
     try:
         if not cfg.force:
             done = find_finished_run(Path(hydra_cfg.runtime.cwd) / cfg.outputs_root, config_hash(cfg))

@@ -48,6 +48,10 @@ class GymEnvironment(Environment):
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._obs, _ = self.envs.reset(seed=settings.seed)
+        # MuJoCo tasks expose their simulator data; recording it lets clips of segments be rendered later.
+        self._sim_data = [getattr(e.unwrapped, "data", None) for e in self.envs.envs]
+        has_state = all(d is not None and hasattr(d, "qpos") for d in self._sim_data)
+        self._state_size = int(self._sim_data[0].qpos.size + self._sim_data[0].qvel.size) if has_state else 0
         self.action_space.seed(settings.seed)
 
     def _make_vector(self, n: int) -> gym.vector.SyncVectorEnv:
@@ -100,12 +104,19 @@ class GymEnvironment(Environment):
         rewards = np.zeros((T, N), dtype=np.float32)
         raw_rewards = np.zeros((T, N), dtype=np.float32)
         dones = np.zeros((T, N), dtype=np.float32)
+        terminated_buf = np.zeros((T, N), dtype=bool)
+        env_actions = np.zeros((T, N, *self.action_space.shape), dtype=self.action_space.dtype)
+        # Simulator states (MuJoCo qpos, qvel) before each step: what the labeling page renders clips from.
+        states = np.zeros((T, N, self._state_size), dtype=np.float64) if self._state_size else None
         bootstrap = np.zeros((T, N), dtype=np.float32)
         episode_returns: list[float] = []
         episode_lengths: list[int] = []
 
         for t in range(T):
             raw_obs_buf[t] = self._obs
+            if states is not None:
+                for i, data in enumerate(self._sim_data):
+                    states[t, i] = np.concatenate([data.qpos, data.qvel])
             if self.obs_rms is not None:
                 self.obs_rms.update(self._obs)
             obs = self.normalize_obs(self._obs)
@@ -114,8 +125,10 @@ class GymEnvironment(Environment):
             act_buf.append(out.action)
             logp_buf[t] = out.logp
             value_buf[t] = out.value
-            next_obs, reward, terminated, truncated, info = self.envs.step(self._env_action(out.action))
+            env_actions[t] = self._env_action(out.action)
+            next_obs, reward, terminated, truncated, info = self.envs.step(env_actions[t])
             done = terminated | truncated
+            terminated_buf[t] = terminated
             raw_rewards[t] = reward
             rewards[t] = self._normalize_reward(np.asarray(reward, dtype=np.float64), done)
             dones[t] = done
@@ -148,6 +161,10 @@ class GymEnvironment(Environment):
                 "raw_obs": self._tensor(raw_obs_buf),
                 "episode_returns": episode_returns,
                 "episode_lengths": episode_lengths,
+                "terminated": self._tensor(terminated_buf),
+                "env_actions": self._tensor(env_actions),
+                "env_id": self.env_id,
+                **({"states": states} if states is not None else {}),
             },
         )
 

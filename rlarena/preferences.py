@@ -4,15 +4,41 @@ A segment's score is the sum of predicted rewards over it (MuJoCo) or the reward
 response (text). The probability that ``a`` is preferred to ``b`` is ``sigmoid(score_a - score_b)``; with the
 paper's label-noise model a labeler answers uniformly at random with probability ``label_noise``:
 ``P(a > b) = (1 - label_noise) * sigmoid(score_a - score_b) + label_noise / 2``.
+
+The module also holds what labelers, label stores and reward models exchange: a :class:`Segment` (a piece of
+trajectory), the label vocabulary (``left`` = segment ``a``, ``right`` = ``b``, ``equal``, ``skip``) and the
+targets those labels mean for the loss.
 """
 
 from __future__ import annotations
 
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+# A label is the probability that the left segment (``a``) is preferred; ``skip`` carries no information
+# (the paper's "incomparable") and never reaches the loss.
+CHOICES: dict[str, float | None] = {"left": 1.0, "right": 0.0, "equal": 0.5, "skip": None}
 
-def preference_probability(score_a: torch.Tensor, score_b: torch.Tensor, label_noise: float = 0.0) -> torch.Tensor:
+
+def choice_to_target(choice: str) -> float | None:
+    if choice not in CHOICES:
+        raise ValueError(f"unknown label {choice!r}; expected one of {', '.join(CHOICES)}")
+    return CHOICES[choice]
+
+
+def target_to_choice(target: float) -> str:
+    return {1.0: "left", 0.0: "right", 0.5: "equal"}[float(target)]
+
+
+def preference_probability(
+    score_a: torch.Tensor, score_b: torch.Tensor, label_noise: float = 0.0
+) -> torch.Tensor:
     """P(segment a is preferred to segment b), elementwise."""
     if not 0.0 <= label_noise < 1.0:
         raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
@@ -20,16 +46,155 @@ def preference_probability(score_a: torch.Tensor, score_b: torch.Tensor, label_n
 
 
 def bradley_terry_loss(
-    score_a: torch.Tensor, score_b: torch.Tensor, target: torch.Tensor, label_noise: float = 0.0
+    score_a: torch.Tensor,
+    score_b: torch.Tensor,
+    target: torch.Tensor,
+    label_noise: float = 0.0,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean cross-entropy between the labels and the Bradley-Terry model.
+    """Cross-entropy between the labels and the Bradley-Terry model (mean, or per pair with ``"none"``).
 
     ``target`` is the labeled probability that ``a`` is preferred: 1 (a), 0 (b) or 0.5 (equally good).
     """
     if not (score_a.shape == score_b.shape == target.shape):
-        raise ValueError(f"shapes differ: {tuple(score_a.shape)}, {tuple(score_b.shape)}, {tuple(target.shape)}")
+        raise ValueError(
+            f"shapes differ: {tuple(score_a.shape)}, {tuple(score_b.shape)}, {tuple(target.shape)}"
+        )
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     diff = score_a - score_b
     if label_noise == 0.0:  # exact, numerically stable path
-        return F.binary_cross_entropy_with_logits(diff, target.to(diff.dtype))
+        return F.binary_cross_entropy_with_logits(diff, target.to(diff.dtype), reduction=reduction)
     p = preference_probability(score_a, score_b, label_noise)
-    return F.binary_cross_entropy(p, target.to(p.dtype))
+    return F.binary_cross_entropy(p, target.to(p.dtype), reduction=reduction)
+
+
+def preference_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pair agreement (1/0) of the model with strict labels; ties give NaN (they have no right answer)."""
+    agree = ((score_a > score_b) == (target > 0.5)).to(torch.float32)
+    return torch.where(target == 0.5, torch.full_like(agree, float("nan")), agree)
+
+
+def boltzmann_preference(return_a: np.ndarray, return_b: np.ndarray, temperature: float) -> np.ndarray:
+    """P(a > b) of a Boltzmann-rational labeler, ``sigmoid((R_a - R_b) / temperature)`` (0: larger wins)."""
+    diff = np.asarray(return_a, dtype=np.float64) - np.asarray(return_b, dtype=np.float64)
+    if temperature == 0:
+        return np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
+    return 0.5 * (1.0 + np.tanh(diff / (2.0 * temperature)))  # sigmoid without overflow
+
+
+@dataclass(eq=False)  # identity, not array equality
+class Segment:
+    """A piece of one episode, as a labeler compares it and a reward model scores it.
+
+    ``obs`` are raw (unnormalized) observations ``[L, obs_dim]``; ``actions`` ``[L, act_dim]``. The true
+    rewards are kept for the synthetic labeler and for evaluation only; ``states`` (simulator ``qpos ++ qvel``
+    per step) let a human's page render the segment. ``ended`` says the episode terminated at its last step;
+    ``absorbing`` is how many steps the segment would have had after that (it stands for a full-length
+    segment whose tail sits in the terminal, absorbing state, where the true reward is 0).
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    true_rewards: np.ndarray | None = None
+    states: np.ndarray | None = None
+    ended: bool = False
+    absorbing: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)  # env_id, where it was cut from, ...
+
+    def __post_init__(self) -> None:
+        self.obs = np.asarray(self.obs, dtype=np.float32)
+        actions = np.asarray(self.actions, dtype=np.float32)
+        self.actions = actions.reshape(len(actions), -1)
+        if self.obs.ndim != 2 or len(self.obs) != len(self.actions) or len(self.obs) == 0:
+            raise ValueError(
+                f"segment needs obs [L, d] and actions [L, k], got {self.obs.shape}, {actions.shape}"
+            )
+        if self.true_rewards is not None:
+            self.true_rewards = np.asarray(self.true_rewards, dtype=np.float32).reshape(-1)
+        if self.states is not None:
+            self.states = np.asarray(self.states, dtype=np.float64)
+        self.ended = bool(self.ended)
+        self.absorbing = int(self.absorbing)
+        if self.absorbing < 0 or (self.absorbing and not self.ended):
+            raise ValueError("only a segment that ended can have absorbing steps (>= 0)")
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @property
+    def true_return(self) -> float:
+        if self.true_rewards is None:
+            return math.nan
+        return float(self.true_rewards.sum())
+
+    def features(self) -> np.ndarray:
+        """Reward-model input per step: observation and action side by side, ``[L, obs_dim + act_dim]``."""
+        return np.concatenate([self.obs, self.actions], axis=1)
+
+    # ---- serialization (label stores, JSONL files) -------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        arrays = {
+            "obs": self.obs,
+            "actions": self.actions,
+            "ended": np.asarray(self.ended),
+            "absorbing": np.asarray(self.absorbing),
+        }
+        if self.true_rewards is not None:
+            arrays["true_rewards"] = self.true_rewards
+        if self.states is not None:
+            arrays["states"] = self.states
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # exact floats, no pickle
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, meta: dict[str, Any] | None = None) -> Segment:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls(
+                obs=z["obs"],
+                actions=z["actions"],
+                true_rewards=z.get("true_rewards"),
+                states=z.get("states"),
+                ended=bool(z["ended"]),
+                absorbing=int(z["absorbing"]) if "absorbing" in z else 0,
+                meta=dict(meta or {}),
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "obs": self.obs.tolist(),
+            "actions": self.actions.tolist(),
+            "ended": self.ended,
+            "absorbing": self.absorbing,
+        }
+        if self.true_rewards is not None:
+            out["true_rewards"] = self.true_rewards.tolist()
+        if self.states is not None:
+            out["states"] = self.states.tolist()
+        if self.meta:
+            out["meta"] = self.meta
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Segment:
+        return cls(
+            obs=d["obs"],
+            actions=d["actions"],
+            true_rewards=d.get("true_rewards"),
+            states=d.get("states"),
+            ended=bool(d.get("ended", False)),
+            absorbing=int(d.get("absorbing", 0)),
+            meta=dict(d.get("meta") or {}),
+        )
+
+
+@dataclass(eq=False)
+class LabeledPair:
+    """Two segments and the labeled probability that ``a`` (shown on the left) is preferred."""
+
+    a: Segment
+    b: Segment
+    target: float
+    query_id: int | None = None

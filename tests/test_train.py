@@ -117,6 +117,18 @@ def test_env_algo_defaults_apply_unless_set_on_command_line():
     assert build_algo_config(cfg, explicit_keys={"algo.num_steps"}).num_steps == 2048
 
 
+def test_env_run_defaults_apply_unless_set_on_command_line():
+    from rlarena.bench.train import apply_env_run_defaults
+
+    cfg = load_config(
+        ["env=invertedpendulum", "+env.run_defaults.total_steps=123", "+env.run_defaults.eval.episodes=7"]
+    )
+    applied = apply_env_run_defaults(cfg, explicit_keys=set())
+    assert applied.total_steps == 123 and applied.eval.episodes == 7 and cfg.total_steps == 300000
+    kept = apply_env_run_defaults(cfg, explicit_keys={"total_steps"})
+    assert kept.total_steps == 300000 and kept.eval.episodes == 7
+
+
 def test_ppo_learns_inverted_pendulum(tmp_path):
     """Seeded; about 20 s on one core. PPO balances the pendulum (max return 1000)."""
     cfg = load_config(

@@ -1,0 +1,381 @@
+"""``rlarena label``: the page where a person answers preference queries (FastAPI + uvicorn, 127.0.0.1).
+
+The page shows the two segments of the oldest unanswered query side by side as looping clips, rendered on
+demand from the recorded MuJoCo states (``envs/mujoco_render.py``; segments without states are drawn as
+plots of their observations), with left / right / equal / skip buttons and keyboard shortcuts (arrows or
+1 2 3, space or 0 to skip), the labels given of the budget, and the reward model's validation accuracy that
+the trainer publishes in the store. Every answer is committed (fsynced) before the page moves on.
+
+    rlarena label store=runs/labels.sqlite [port=8765] [host=127.0.0.1] [budget=700]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from rlarena.label_store import LabelStore, Query
+from rlarena.preferences import CHOICES, Segment
+
+log = logging.getLogger("rlarena.label")
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+# ---- clips ----------------------------------------------------------------------------------------------
+
+
+def observation_plot_svg(segment: Segment, width: int = 320, height: int = 240) -> str:
+    """A fallback picture for segments without simulator states: each observation dimension over time."""
+    obs = segment.obs
+    span = obs.max(0) - obs.min(0)
+    z = (obs - obs.min(0)) / np.where(span > 0, span, 1.0)
+    steps = max(len(obs) - 1, 1)
+    lines = []
+    for j in range(obs.shape[1]):
+        hue = (j * 47) % 360
+        points = " ".join(
+            f"{8 + (width - 16) * t / steps:.1f},{8 + (height - 16) * (1 - v):.1f}"
+            for t, v in enumerate(z[:, j])
+        )
+        lines.append(
+            f'<polyline fill="none" stroke="hsl({hue},70%,45%)" stroke-width="1.5" points="{points}"/>'
+        )
+    note = "episode ended" if segment.ended else f"{len(obs)} steps"
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">'
+        f'<rect width="100%" height="100%" fill="#fafafa"/>{"".join(lines)}'
+        f'<text x="10" y="{height - 10}" font-size="12" fill="#555">{note}</text></svg>'
+    )
+
+
+class ClipMaker:
+    """Renders and caches one clip per (query, side); all rendering on one thread (OpenGL contexts are)."""
+
+    def __init__(self, store: LabelStore, clip_dir: Path, width: int, height: int) -> None:
+        self.store = store
+        self.clip_dir = clip_dir
+        self.width = width
+        self.height = height
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._renderer = None
+
+    def _render(self, query_id: int, side: str) -> tuple[Path, str]:
+        query = self.store.get_query(query_id)
+        seg = query.a if side == "left" else query.b
+        # The creation time in the name: a new store at the same path never shows an old store's clips.
+        stem = f"{query_id}_{int(query.created * 1e6)}_{side}"
+        if seg.states is not None and query.env_id:
+            path = self.clip_dir / f"{stem}.gif"
+            if not path.exists():
+                from rlarena.envs.mujoco_render import SegmentRenderer, render_segment_clip
+
+                if self._renderer is None:
+                    self._renderer = SegmentRenderer(self.width, self.height)
+                render_segment_clip(self._renderer, query.env_id, seg.states, path, seg.absorbing)
+            return path, "image/gif"
+        path = self.clip_dir / f"{stem}.svg"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(observation_plot_svg(seg, self.width, self.height), encoding="utf-8")
+        return path, "image/svg+xml"
+
+    async def clip(self, query_id: int, side: str) -> tuple[Path, str]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._render, query_id, side)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self._renderer is not None:
+            self._renderer.close()
+
+
+# ---- the app --------------------------------------------------------------------------------------------
+
+
+def _describe(query: Query) -> dict[str, Any]:
+    def side(seg: Segment) -> dict[str, Any]:
+        return {"steps": len(seg), "ended": seg.ended}
+
+    return {"id": query.id, "env_id": query.env_id, "left": side(query.a), "right": side(query.b)}
+
+
+def create_app(
+    store_path: str | Path,
+    *,
+    clip_dir: str | Path | None = None,
+    budget: int | None = None,
+    width: int = 320,
+    height: int = 240,
+    allowed_hosts: list[str] | None = None,
+):
+    """The labeling app over one store (FastAPI). ``allowed_hosts`` guards against DNS rebinding."""
+    store = LabelStore(store_path)
+    clips = ClipMaker(store, Path(clip_dir) if clip_dir else Path(f"{store_path}.clips"), width, height)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        clips.close()
+        store.close()
+
+    app = FastAPI(title="rlarena preference labeling", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost", "[::1]"]
+    )
+    app.state.store = store
+
+    def progress() -> dict[str, Any]:
+        status = store.status()
+        counts = store.counts()
+        return {
+            **counts,
+            "budget": budget if budget is not None else status.get("budget"),
+            "val_accuracy": status.get("val_accuracy"),
+            "rm_labels": status.get("labels"),
+        }
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE
+
+    @app.get("/api/status")
+    def api_status() -> dict[str, Any]:
+        return progress()
+
+    @app.get("/api/next")
+    def api_next() -> dict[str, Any]:
+        query = store.next_pending()
+        return {"query": None if query is None else _describe(query), "progress": progress()}
+
+    @app.get("/api/clip/{query_id}/{side}")
+    async def api_clip(query_id: int, side: str):
+        if side not in ("left", "right"):
+            raise HTTPException(404, "side must be left or right")
+        try:
+            path, media_type = await clips.clip(query_id, side)
+        except KeyError:
+            raise HTTPException(404, f"no query {query_id}") from None
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=86400"})
+
+    @app.post("/api/label")
+    async def api_label(request: Request) -> dict[str, Any]:
+        # JSON only: a cross-site form post (text/plain, no CORS preflight) cannot forge a label.
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise HTTPException(415, "send JSON")
+        body = await request.json()
+        choice = body.get("choice") if isinstance(body, dict) else None
+        query_id = body.get("query_id") if isinstance(body, dict) else None
+        if choice not in CHOICES or not isinstance(query_id, int):
+            raise HTTPException(422, f"need query_id (int) and choice in {list(CHOICES)}")
+        try:
+            stored = await asyncio.get_running_loop().run_in_executor(None, store.add_label, query_id, choice)
+        except KeyError:
+            raise HTTPException(404, f"no query {query_id}") from None
+        if not stored:
+            raise HTTPException(409, f"query {query_id} already has a label")
+        return {"stored": True, "query_id": query_id, "choice": choice, "progress": progress()}
+
+    return app
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>rlarena: which is better?</title>
+<style>
+ body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 760px; color: #222; }
+ h1 { font-size: 1.3rem; margin: 0 0 .3rem; }
+ .bar { display: flex; flex-wrap: wrap; gap: .4rem 1.5rem; font-size: .95rem; color: #444;
+        margin-bottom: .8rem; }
+ .bar span { white-space: nowrap; }
+ .clips { display: flex; gap: 1rem; }
+ figure { margin: 0; flex: 1; text-align: center; }
+ figure img { width: 100%; aspect-ratio: 4 / 3; background: #eee; border-radius: 6px; }
+ figcaption { font-size: .85rem; color: #555; margin-top: .2rem; }
+ .buttons { display: grid; grid-template-columns: repeat(4, 1fr); gap: .6rem; margin-top: 1rem; }
+ button { font-size: 1rem; padding: .7rem; border-radius: 6px; border: 1px solid #999; background: #fff;
+          cursor: pointer; }
+ button:hover:enabled { background: #eef4ff; }
+ button:disabled { opacity: .45; cursor: default; }
+ kbd { font-size: .75rem; border: 1px solid #aaa; border-radius: 3px; padding: 0 .3rem; }
+ #message { min-height: 1.4rem; margin-top: .8rem; color: #155; }
+ progress { width: 180px; vertical-align: middle; }
+</style></head>
+<body>
+<h1>Which clip shows the better behaviour?</h1>
+<div class="bar">
+ <span>labels given: <b id="progress">…</b> <progress id="progress-bar" value="0" max="1"></progress></span>
+ <span>pending: <b id="pending">…</b></span>
+ <span>reward model validation accuracy: <b id="accuracy">…</b></span>
+</div>
+<div class="clips">
+ <figure><img id="left-clip" alt="left segment"><figcaption id="left-caption">left</figcaption></figure>
+ <figure><img id="right-clip" alt="right segment"><figcaption id="right-caption">right</figcaption></figure>
+</div>
+<div class="buttons">
+ <button id="btn-left" data-choice="left" disabled>Left is better <kbd>&larr;</kbd></button>
+ <button id="btn-equal" data-choice="equal" disabled>Equally good <kbd>&darr;</kbd></button>
+ <button id="btn-right" data-choice="right" disabled>Right is better <kbd>&rarr;</kbd></button>
+ <button id="btn-skip" data-choice="skip" disabled>Can't tell / skip <kbd>space</kbd></button>
+</div>
+<div id="message"></div>
+<div>query: <span id="query-id">none</span></div>
+<script>
+let current = null, busy = false, timer = null;
+const $ = (id) => document.getElementById(id);
+const buttons = () => document.querySelectorAll("button[data-choice]");
+
+function caption(side) {
+  const ended = side.ended ? ", episode ended" : "";
+  return `${side.steps} steps${ended}`;
+}
+
+function showProgress(p) {
+  const budget = p.budget == null ? "?" : p.budget;
+  $("progress").textContent = `${p.labels} of ${budget}`;
+  $("progress-bar").max = p.budget || Math.max(p.queries, 1);
+  $("progress-bar").value = p.labels;
+  $("pending").textContent = p.pending;
+  $("accuracy").textContent =
+    p.val_accuracy == null ? "not trained yet" : (100 * p.val_accuracy).toFixed(1) + "%";
+}
+
+async function load() {
+  clearTimeout(timer);
+  const data = await (await fetch("/api/next")).json();
+  showProgress(data.progress);
+  current = data.query;
+  if (!current) {
+    $("query-id").textContent = "none";
+    $("left-clip").removeAttribute("src"); $("right-clip").removeAttribute("src");
+    $("left-caption").textContent = "left"; $("right-caption").textContent = "right";
+    $("message").textContent = "No query waiting. This page checks again every 2 seconds.";
+    buttons().forEach((b) => (b.disabled = true));
+    timer = setTimeout(load, 2000);
+    return;
+  }
+  $("query-id").textContent = current.id;
+  $("left-clip").src = `/api/clip/${current.id}/left`;
+  $("right-clip").src = `/api/clip/${current.id}/right`;
+  $("left-caption").textContent = "left: " + caption(current.left);
+  $("right-caption").textContent = "right: " + caption(current.right);
+  buttons().forEach((b) => (b.disabled = false));
+}
+
+async function choose(choice) {
+  if (!current || busy) return;
+  busy = true;
+  buttons().forEach((b) => (b.disabled = true));
+  const id = current.id;
+  try {
+    const r = await fetch("/api/label", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ query_id: id, choice: choice }),
+    });
+    $("message").textContent = r.ok ? `saved: query ${id} = ${choice}` :
+      (r.status === 409 ? `query ${id} was already answered` : `not saved (${r.status}); try again`);
+  } catch (e) {
+    $("message").textContent = "not saved: the server is unreachable; try again";
+  } finally {
+    busy = false;
+    await load();
+  }
+}
+
+buttons().forEach((b) => b.addEventListener("click", () => choose(b.dataset.choice)));
+const KEYS = { ArrowLeft: "left", "1": "left", ArrowRight: "right", "2": "right",
+               ArrowDown: "equal", ArrowUp: "equal", "3": "equal", "=": "equal", " ": "skip", "0": "skip" };
+document.addEventListener("keydown", (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey || !(e.key in KEYS)) return;
+  e.preventDefault();
+  choose(KEYS[e.key]);
+});
+load();
+</script>
+</body></html>
+"""
+
+
+# ---- the command ----------------------------------------------------------------------------------------
+
+
+def key_value_args(argv: list[str]) -> list[str]:
+    """Accept Hydra-style ``key=value`` as well as ``--key value``."""
+    return [a if a.startswith("-") or "=" not in a else f"--{a}" for a in argv]
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlarena label", description="Serve the preference-labeling page.")
+    parser.add_argument(
+        "--store", required=True, help="SQLite label store (the trainer's algo.labeler.store)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback only unless --allow-remote")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--budget", type=int, default=None, help="label budget shown (default: the trainer's)"
+    )
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument(
+        "--clip-dir", "--clip_dir", dest="clip_dir", default=None, help="default: <store>.clips/"
+    )
+    parser.add_argument(
+        "--allow-remote",
+        "--allow_remote",
+        dest="allow_remote",
+        default="false",
+        help="true to bind a non-loopback address (the page has no authentication)",
+    )
+    args = parser.parse_args(key_value_args(list(sys.argv[1:] if argv is None else argv)))
+    remote = str(args.allow_remote).lower() in ("1", "true", "yes")
+    if not is_loopback(args.host) and not remote:
+        print(
+            f"rlarena label: refusing to serve on {args.host}: the page has no authentication. "
+            "Use an SSH tunnel to 127.0.0.1, or pass allow_remote=true.",
+            file=sys.stderr,
+        )
+        return 2
+    os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports MuJoCo
+    import uvicorn
+
+    app = create_app(
+        args.store,
+        clip_dir=args.clip_dir,
+        budget=args.budget,
+        width=args.width,
+        height=args.height,
+        allowed_hosts=["*"] if remote else None,
+    )
+    counts = app.state.store.counts()
+    print(
+        f"rlarena label: {args.store}: {counts['labels']} label(s), {counts['pending']} pending. "
+        f"Open http://{args.host}:{args.port}/  (Ctrl-C to stop)",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""A Hugging Face causal LM from a local folder as the text environment's language model (optional extra).
+
+``pip install 'rlarena[hf]'``, then ``rlarena train algo=ppo env=text/<task> env.hf_path=/path/to/model``: the
+model at ``hf_path`` (``save_pretrained`` output; nothing is downloaded) is the initial policy and the frozen
+reference, in place of the SFT checkpoint. Its tokenizer is used when the folder has one; otherwise the
+project's character tokenizer (the model's vocabulary must then be at least 98).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .tokenizer import CharTokenizer
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def _require_transformers():
+    try:
+        import transformers
+    except ImportError as exc:  # an optional extra
+        raise ImportError("env.hf_path needs transformers: pip install 'rlarena[hf]'") from exc
+    return transformers
+
+
+class HFCausalLM(nn.Module):
+    """Adapter to the interface of :class:`~.model.TransformerLM`: ``(tokens, key_mask, cache) -> (logits,
+    hidden, cache)`` with left padding (positions count real tokens only)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        # transformers >= 5.2x names the KV cache argument `cache`; older releases `past_key_values`.
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        for m in model.modules():  # RL needs collection and update to see the same function
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor, cache=None):
+        past = key_mask.shape[1] - tokens.shape[1]
+        positions = (key_mask.long().cumsum(1) - 1).clamp(min=0)[:, past:]
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=key_mask.long(),
+            position_ids=positions,
+            use_cache=True,
+            output_hidden_states=True,
+            **{self.cache_arg: cache},
+        )
+        return out.logits, out.hidden_states[-1], out.past_key_values
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer with the :class:`~.tokenizer.CharTokenizer` interface."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tok = tokenizer
+        self.eos_id = tokenizer.eos_token_id
+        self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.vocab_size = len(tokenizer)
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = self.tok.encode(text, add_special_tokens=False)
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def decode(self, ids, stop_at_eos: bool = True) -> str:
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        if stop_at_eos and self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded = [self.encode(p, bos=True) for p in prompts]
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.bool)
+        for i, e in enumerate(encoded):
+            ids[i, width - len(e) :] = torch.tensor(e)
+            mask[i, width - len(e) :] = True
+        return ids, mask
+
+
+def load_hf_lm(path: str) -> tuple[HFCausalLM, HFTokenizer | CharTokenizer]:
+    """The model saved at ``path`` (local files only) and its tokenizer (or the character tokenizer)."""
+    transformers = _require_transformers()
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"env.hf_path={path!r} is not a folder with a saved Hugging Face model")
+    # Eager attention: second derivatives (TRPO) and explicit masks work with every model.
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, attn_implementation="eager"
+    )
+    tokenizer: HFTokenizer | CharTokenizer
+    if any((Path(path) / name).exists() for name in TOKENIZER_FILES):
+        tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(path, local_files_only=True))
+    else:  # no tokenizer saved: the project's characters
+        tokenizer = CharTokenizer()
+        if model.config.vocab_size < tokenizer.vocab_size:
+            raise ValueError(
+                f"{path!r} has no tokenizer, and its vocabulary ({model.config.vocab_size}) is smaller "
+                f"than the character tokenizer's ({tokenizer.vocab_size})"
+            ) from None
+    return HFCausalLM(model), tokenizer

@@ -1,0 +1,265 @@
+"""Step 2 of InstructGPT: a reward model trained on comparisons of the SFT model's own responses.
+
+For each prompt the SFT model samples several responses; the synthetic labeler (the task scorer) ranks
+them, and every pair with different scores becomes a comparison. The reward model is the SFT transformer
+with a scalar head on the last response token, trained with the shared Bradley-Terry loss
+(:func:`rlarena.preferences.bradley_terry_loss`). Its scores are normalized to mean 0 and std 1 on the SFT
+model's responses, so that the RL reward has a known scale.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from rlarena.io import atomic_torch_save
+from rlarena.preferences import bradley_terry_loss
+
+from .model import ModelConfig, TransformerLM, generate, response_mask
+from .sft import CHECKPOINT_FORMAT, default_path, load_checkpoint, load_lm
+from .tasks import Record, get_task, load_split
+from .tokenizer import CharTokenizer
+
+
+class NoComparisonsError(RuntimeError):
+    """Every sampled response of every prompt scored the same."""
+
+
+class RewardModel(nn.Module):
+    def __init__(self, lm: TransformerLM) -> None:
+        super().__init__()
+        self.lm = lm
+        self.head = nn.Linear(lm.hidden_size, 1)
+        # Affine normalization of the raw score, fitted after training (see ``fit_normalization``).
+        self.register_buffer("score_mean", torch.zeros(()))
+        self.register_buffer("score_std", torch.ones(()))
+
+    def raw_score(
+        self,
+        prompt: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        responses: torch.Tensor,
+        resp_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scalar score ``[N]`` of each (left-padded prompt, right-padded response), read at the last real
+        response token (the EOS when the response has one)."""
+        tokens = torch.cat([prompt, responses], dim=1)
+        key_mask = torch.cat([prompt_mask, resp_mask], dim=1)
+        _, hidden, _ = self.lm(tokens, key_mask)
+        last = prompt.shape[1] + resp_mask.sum(1) - 1
+        return self.head(hidden[torch.arange(len(last), device=last.device), last]).squeeze(-1)
+
+    def score(self, prompt, prompt_mask, responses, resp_mask) -> torch.Tensor:
+        return (self.raw_score(prompt, prompt_mask, responses, resp_mask) - self.score_mean) / self.score_std
+
+
+def load_reward_model(path: str, task: str | None = None) -> RewardModel:
+    ckpt = load_checkpoint(path, "reward-model", f"rlarena reward-model task={task or '<task>'} out={path}")
+    if task is not None and ckpt["task"] != task:
+        raise ValueError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
+    rm = RewardModel(TransformerLM(ModelConfig(**ckpt["model_config"])))
+    rm.load_state_dict(ckpt["state_dict"])
+    return rm
+
+
+# ---- comparison data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparisons:
+    """Sampled responses and the labeled pairs among them (``winner`` is preferred to ``loser``)."""
+
+    prompt: torch.Tensor  # [P, Lp] left-padded prompt ids
+    prompt_mask: torch.Tensor
+    responses: torch.Tensor  # [P * M, T] the M samples of prompt i are rows i*M .. i*M + M - 1
+    resp_mask: torch.Tensor
+    scores: torch.Tensor  # [P * M] the labeler's scores
+    winner: torch.Tensor  # [K] row indices into responses
+    loser: torch.Tensor
+
+    def pair_inputs(self, rows: torch.Tensor, per_prompt: int) -> tuple[torch.Tensor, ...]:
+        p = rows // per_prompt
+        return self.prompt[p], self.prompt_mask[p], self.responses[rows], self.resp_mask[rows]
+
+
+@torch.no_grad()
+def sample_comparisons(
+    lm: nn.Module,
+    records: list[Record],
+    task: str,
+    tok: CharTokenizer,
+    per_prompt: int,
+    max_new_tokens: int,
+    generator: torch.Generator,
+    min_margin: float = 0.0,
+) -> Comparisons:
+    lm.eval()
+    prompt, prompt_mask = tok.encode_prompts([r["prompt"] for r in records])
+    rows = torch.arange(len(records)).repeat_interleave(per_prompt)
+    responses = torch.cat(
+        [
+            generate(lm, prompt[chunk], prompt_mask[chunk], max_new_tokens, tok.eos_id, tok.pad_id, generator)
+            for chunk in rows.split(256)
+        ]
+    )
+    resp_mask = response_mask(responses, tok.eos_id)
+    scorer = get_task(task).score
+    scores = torch.tensor([scorer(records[int(p)], tok.decode(r)) for p, r in zip(rows, responses)])
+    winner, loser = [], []
+    for i in range(len(records)):  # the synthetic labeler compares every pair of one prompt's responses
+        for a, b in itertools.combinations(range(i * per_prompt, (i + 1) * per_prompt), 2):
+            if abs(scores[a] - scores[b]) > min_margin:  # (near-)ties carry no clear preference
+                winner.append(a if scores[a] > scores[b] else b)
+                loser.append(b if scores[a] > scores[b] else a)
+    return Comparisons(
+        prompt,
+        prompt_mask,
+        responses,
+        resp_mask,
+        scores,
+        torch.tensor(winner, dtype=torch.long),
+        torch.tensor(loser, dtype=torch.long),
+    )
+
+
+@torch.no_grad()
+def pairwise_accuracy(
+    rm: RewardModel, data: Comparisons, per_prompt: int, max_pairs: int | None = None, batch_size: int = 256
+) -> float:
+    """Fraction of labeled pairs (the first ``max_pairs``) the reward model orders like the labeler (a tie
+    counts one half)."""
+    rm.eval()
+    correct = 0.0
+    winner, loser = data.winner[:max_pairs], data.loser[:max_pairs]
+    for w, l in zip(winner.split(batch_size), loser.split(batch_size)):
+        sw = rm.raw_score(*data.pair_inputs(w, per_prompt))
+        sl = rm.raw_score(*data.pair_inputs(l, per_prompt))
+        correct += float((sw > sl).sum() + 0.5 * (sw == sl).sum())
+    rm.train()
+    return correct / max(len(winner), 1)
+
+
+# ---- training -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RMConfig:
+    task: str = "arithmetic"
+    sft: str | None = None  # default: artifacts/text/<task>/sft.pt
+    out: str | None = None  # default: artifacts/text/<task>/rm.pt
+    prompts: int = 1000  # training prompts (train split) to sample responses for
+    heldout_prompts: int = 100  # held-out prompts (test split) for the reported accuracy
+    samples_per_prompt: int = 4
+    steps: int = 400
+    batch_size: int = 64  # comparisons per step
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    max_new_tokens: int = 24
+    min_margin: float = 0.0  # pairs whose scores differ by no more than this are ties (skipped)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        get_task(self.task)
+        for name in ("prompts", "heldout_prompts", "steps", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples_per_prompt < 2:
+            raise ValueError(f"samples_per_prompt must be >= 2 to make pairs, got {self.samples_per_prompt}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        self.sft = self.sft or default_path(self.task, "sft")
+        self.out = self.out or default_path(self.task, "rm")
+
+
+def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Sample, label, train and evaluate a reward model; write it to ``cfg.out``; return the metrics."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sft_lm, tok, _ = load_lm(cfg.sft, cfg.task)
+    train_records = load_split(cfg.task, "train")
+    pick = torch.randperm(len(train_records), generator=gen)[: cfg.prompts].tolist()
+    m = cfg.samples_per_prompt
+    start = time.perf_counter()
+    args = (cfg.task, tok, m, cfg.max_new_tokens, gen, cfg.min_margin)
+    train = sample_comparisons(sft_lm, [train_records[i] for i in pick], *args)
+    heldout = sample_comparisons(sft_lm, load_split(cfg.task, "test")[: cfg.heldout_prompts], *args)
+    if len(train.winner) == 0 or len(heldout.winner) == 0:
+        raise NoComparisonsError(
+            "the SFT model's samples all score the same: no comparisons to learn from "
+            "(raise prompts= or samples_per_prompt=)"
+        )
+    log(
+        f"reward-model {cfg.task}: {len(train.winner)} training / {len(heldout.winner)} held-out comparisons "
+        f"({time.perf_counter() - start:.0f} s to sample); mean labeler score {train.scores.mean():.3f}"
+    )
+
+    # InstructGPT initializes the reward model from the SFT model; its head starts at zero (all ties).
+    rm = RewardModel(sft_lm)
+    nn.init.zeros_(rm.head.weight)
+    rm.train()
+    opt = torch.optim.AdamW(rm.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # Cosine decay to 10%: the late steps average out the noise of small batches of comparisons.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
+    )
+    initial = pairwise_accuracy(rm, heldout, m)
+    for step in range(1, cfg.steps + 1):
+        k = torch.randint(len(train.winner), (cfg.batch_size,), generator=gen)
+        # One forward pass over winners and losers together.
+        rows = torch.cat([train.winner[k], train.loser[k]])
+        scores = rm.raw_score(*train.pair_inputs(rows, m))
+        sw, sl = scores.chunk(2)
+        loss = bradley_terry_loss(sw, sl, torch.ones_like(sw))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+        opt.step()
+        schedule.step()
+        if step % 100 == 0 or step == cfg.steps:
+            accuracy = pairwise_accuracy(rm, heldout, m)
+            log(f"  step {step}/{cfg.steps}: loss {loss.item():.3f}, held-out accuracy {accuracy:.3f}")
+
+    fit_normalization(rm, train, m)
+    metrics = {
+        "heldout_accuracy_initial": initial,
+        "heldout_accuracy": pairwise_accuracy(rm, heldout, m),
+        "train_accuracy": pairwise_accuracy(rm, train, m, max_pairs=1000),
+        "heldout_pairs": float(len(heldout.winner)),
+        "train_pairs": float(len(train.winner)),
+        "seconds": time.perf_counter() - start,
+    }
+    atomic_torch_save(
+        cfg.out,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "task": cfg.task,
+            "model_config": sft_lm.cfg.to_dict(),
+            "vocab": tok.chars,
+            "state_dict": rm.state_dict(),
+            "rm_config": asdict(cfg),
+            "metrics": metrics,
+        },
+    )
+    log(
+        f"reward-model {cfg.task}: held-out pairwise accuracy {metrics['heldout_accuracy']:.3f} "
+        f"(chance 0.5, {int(metrics['heldout_pairs'])} pairs), train {metrics['train_accuracy']:.3f} "
+        f"({metrics['seconds']:.0f} s); wrote {cfg.out}"
+    )
+    return metrics
+
+
+@torch.no_grad()
+def fit_normalization(rm: RewardModel, data: Comparisons, per_prompt: int) -> None:
+    """Mean 0 and std 1 over the SFT model's responses: the RL reward then starts centered."""
+    rm.eval()
+    rows = torch.arange(len(data.responses))
+    raw = torch.cat([rm.raw_score(*data.pair_inputs(r, per_prompt)) for r in rows.split(256)])
+    rm.score_mean.fill_(raw.mean())
+    rm.score_std.fill_(raw.std().clamp(min=1e-6))
+    rm.train()

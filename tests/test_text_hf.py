@@ -1,0 +1,82 @@
+"""A Hugging Face causal LM from a local folder as the text env's LM: a tiny GPT-2 made here.."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import rlarena.algorithms  # noqa: E402,F401  (registers the algorithms)
+from rlarena.envs.text.env import make_text_env  # noqa: E402
+from rlarena.envs.text.hf import HFTokenizer, load_hf_lm  # noqa: E402
+from rlarena.envs.text.model import generate  # noqa: E402
+from rlarena.envs.text.tokenizer import CharTokenizer  # noqa: E402
+from rlarena.registry import get_algorithm  # noqa: E402
+from rlarena.rollout import EnvSettings  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def tiny_gpt2(path, with_tokenizer: bool) -> None:
+    torch.manual_seed(0)
+    chars = CharTokenizer().chars
+    config = transformers.GPT2Config(
+        vocab_size=99, n_positions=128, n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=2
+    )
+    transformers.GPT2LMHeadModel(config).save_pretrained(path)
+    if with_tokenizer:  # a character-level BPE (no merges) with the special tokens at 0, 1, 2
+        from tokenizers import Tokenizer, decoders, models
+
+        vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tok.decoder = decoders.Fuse()  # characters join without spaces
+        fast = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+        )
+        fast.save_pretrained(path)
+
+
+@pytest.mark.parametrize("with_tokenizer", [False, True])
+def test_hf_lm_generates_and_trains_in_the_text_env(tmp_path, with_tokenizer):
+    tiny_gpt2(tmp_path, with_tokenizer)
+    lm, tok = load_hf_lm(str(tmp_path))
+    assert isinstance(tok, HFTokenizer if with_tokenizer else CharTokenizer)
+    if with_tokenizer:
+        assert tok.decode(tok.encode("Reverse: ab", eos=True) + [5]) == "Reverse: ab"
+
+    # The KV-cache generation samples from the logits a teacher-forced pass gives (left padding included).
+    prompt, mask = tok.encode_prompts(["Reverse: abc\n> ", "x"])
+    responses = generate(
+        lm, prompt, mask, 5, tok.eos_id, tok.pad_id, torch.Generator().manual_seed(0), greedy=True
+    )
+    full, _, _ = lm(
+        torch.cat([prompt, responses], 1), torch.cat([mask, torch.ones_like(responses, dtype=torch.bool)], 1)
+    )
+    p = prompt.shape[1]
+    assert torch.equal(full[:, p - 1 : p + 4].argmax(-1), responses[:, :5])
+
+    env = make_text_env(
+        {"hf_path": str(tmp_path), "max_new_tokens": 5}, EnvSettings(num_envs=4, seed=0), "strings"
+    )
+    cls = get_algorithm("ppo")
+    cfg = cls.Config(
+        num_envs=4, num_steps=5, num_minibatches=2, update_epochs=1, gamma=1.0, learning_rate=1e-3
+    )
+    policy = env.make_policy(cfg.policy)
+    with torch.no_grad():  # move away from the reference: the KL penalty makes the rewards non-zero
+        for q in policy.actor_parameters():
+            q.add_(0.05 * torch.randn(q.shape))
+    algo = cls(cfg, policy, seed=0)
+    batch = env.collect(policy, algo.rollout_length)
+    out = policy.evaluate(batch.obs, batch.actions)
+    torch.testing.assert_close(out.logp, batch.logp)
+    before = [q.detach().clone() for q in policy.actor_parameters()]
+    algo.update(batch)
+    assert any(not torch.equal(b, q) for b, q in zip(before, policy.actor_parameters()))
+    assert len(env.evaluate(policy, 2)["returns"]) == 2
+
+
+def test_missing_hf_folder_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hf_path"):
+        load_hf_lm(str(tmp_path / "none"))
