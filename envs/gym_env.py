@@ -115,8 +115,10 @@ class GymEnvironment(Environment):
         for t in range(T):
             raw_obs_buf[t] = self._obs
             if states is not None:
-                for i, data in enumerate(self._sim_data):
-                    states[t, i] = np.concatenate([data.qpos, data.qvel])
+                nq = self._sim_data[0].qpos.size
+                for i, data in enumerate(self._sim_data):  # copies into the buffer: no allocation per step
+                    states[t, i, :nq] = data.qpos
+                    states[t, i, nq:] = data.qvel
             if self.obs_rms is not None:
                 self.obs_rms.update(self._obs)
             obs = self.normalize_obs(self._obs)
