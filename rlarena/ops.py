@@ -1,6 +1,7 @@
 """Fused RL ops: generalized advantage estimation and the PPO clipped surrogate loss.
 
-``gae`` and ``clipped_surrogate_loss`` run the compiled ``torch.ops.rlarena`` kernels (C++/OpenMP on the
+``gae``, ``clipped_surrogate_loss`` and ``clipped_surrogate_loss_and_grad`` (the same loss with its gradient
+returned instead of going through autograd) run the compiled ``torch.ops.rlarena`` kernels (C++/OpenMP on the
 CPU, CUDA on the GPU) when the extension ``rlarena._C`` is built, and the pure-torch references
 (``gae_reference``, ``clipped_surrogate_loss_reference``) otherwise: then a warning says why, once. Set
 ``RLARENA_FORCE_REFERENCE=1`` to use the references on purpose; ``backend()`` says which is in use.
@@ -23,6 +24,8 @@ import torch
 __all__ = [
     "backend",
     "clipped_surrogate_loss",
+    "clipped_surrogate_loss_and_grad",
+    "clipped_surrogate_loss_and_grad_reference",
     "clipped_surrogate_loss_reference",
     "gae",
     "gae_reference",
@@ -58,6 +61,17 @@ def clipped_surrogate_loss_reference(logp, old_logp, advantages, clip_coef: floa
         clip_fraction = ((ratio - 1).abs() > clip_coef).to(logp.dtype).mean()
         approx_kl = ((ratio - 1) - log_ratio).mean()
     return loss, clip_fraction, approx_kl
+
+
+def clipped_surrogate_loss_and_grad_reference(logp, old_logp, advantages, clip_coef: float):
+    """The composed loss and its gradient by autograd; see ``clipped_surrogate_loss_and_grad``."""
+    with torch.enable_grad():
+        leaf = logp.detach().requires_grad_(True)
+        loss, clip_fraction, approx_kl = clipped_surrogate_loss_reference(
+            leaf, old_logp, advantages, clip_coef
+        )
+        (grad_logp,) = torch.autograd.grad(loss, leaf)
+    return loss.detach(), clip_fraction, approx_kl, grad_logp
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -130,6 +144,11 @@ def _loss_fallback(logp, old_logp, advantages, clip_coef):
     return clipped_surrogate_loss_reference(logp, old_logp, advantages, clip_coef)
 
 
+def _loss_and_grad_fallback(logp, old_logp, advantages, clip_coef):
+    _check_loss_inputs(logp, old_logp, advantages, clip_coef)
+    return clipped_surrogate_loss_and_grad_reference(logp, old_logp, advantages, clip_coef)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Loading the compiled ops.
 
@@ -178,6 +197,12 @@ if _BACKEND == "compiled":
         scalar = logp.new_empty(())
         return scalar, logp.new_empty(()), logp.new_empty(()), logp.new_empty(logp.shape)
 
+    def _loss_and_grad_impl(logp, old_logp, advantages, clip_coef):
+        # The op's last output is already d loss / d logp; a detached logp keeps autograd out of it.
+        # (a non-tensor goes on as is, for the dispatcher to report)
+        detached = logp.detach() if isinstance(logp, torch.Tensor) else logp
+        return _loss_impl(detached, old_logp, advantages, clip_coef)
+
     # Autograd of both ops is registered in C++ (csrc/ops.cpp): gae never carries a gradient; the loss's
     # fused forward returns d loss / d logp, which backward only scales. (Python autograd glue would cost
     # more than the fused op itself at PPO's minibatch sizes.)
@@ -186,6 +211,8 @@ else:
 
     def _loss_impl(logp, old_logp, advantages, clip_coef):
         return (*_loss_fallback(logp, old_logp, advantages, clip_coef), None)
+
+    _loss_and_grad_impl = _loss_and_grad_fallback
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -226,3 +253,15 @@ def clipped_surrogate_loss(logp, old_logp, advantages, clip_coef: float):
     """
     loss, clip_fraction, approx_kl, _ = _loss_impl(logp, old_logp, advantages, float(clip_coef))
     return loss, clip_fraction, approx_kl
+
+
+def clipped_surrogate_loss_and_grad(logp, old_logp, advantages, clip_coef: float):
+    """The fused forward and backward in one call, without the autograd engine:
+    ``(loss, clip_fraction, approx_kl, grad_logp)`` with ``grad_logp = d loss / d logp`` (shape of ``logp``).
+
+    Same kernel and same values as ``clipped_surrogate_loss``; no output carries a gradient. For callers that
+    handle the gradient themselves, e.g. ``torch.autograd.backward((logp, other_loss), (grad_logp, None))``
+    or a hand-written update: at PPO's minibatch sizes a trip through the autograd engine
+    (``loss.backward()``) costs several times the fused kernel (see docs/performance.md).
+    """
+    return _loss_and_grad_impl(logp, old_logp, advantages, float(clip_coef))

@@ -243,6 +243,46 @@ def test_loss_retain_graph_twice():
     torch.testing.assert_close(lp.grad, 2 * first)
 
 
+@pytest.mark.parametrize("fn", ["current", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1,), (64,), (8195,), (16, 7)])
+def test_loss_and_grad_matches_autograd(shape, dtype, fn):
+    loss_and_grad = ops.clipped_surrogate_loss_and_grad if fn == "current" else ops._loss_and_grad_fallback
+    lp, olp, adv = make_loss(shape, dtype)
+    lp = lp.requires_grad_()  # a logp that requires grad is fine: the call never touches autograd
+    out = loss_and_grad(lp, olp, adv, CLIP)
+    assert len(out) == 4 and not any(t.requires_grad for t in out) and lp.grad is None
+    assert out[3].shape == lp.shape and out[3].dtype == dtype
+    ref_lp = lp.detach().clone().requires_grad_()
+    ref = ops.clipped_surrogate_loss_reference(ref_lp, olp, adv, CLIP)
+    ref[0].backward()
+    for a, b in zip(out, (*ref, ref_lp.grad)):
+        torch.testing.assert_close(a, b.detach(), **tol(dtype))
+
+
+def test_loss_and_grad_drives_a_policy_update_like_backward():
+    # The returned gradient, pushed through the policy with autograd, gives the parameters the same gradient
+    # as loss.backward() on the autograd version (here with an extra loss term sharing the backward pass).
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 1).double()
+    x = torch.randn(32, 5, dtype=torch.float64)
+    _, olp, adv = make_loss((32,), torch.float64)
+
+    def grads(use_and_grad: bool):
+        net.zero_grad(set_to_none=True)
+        logp = net(x).squeeze(-1)
+        extra = 0.1 * logp.square().mean()
+        if use_and_grad:
+            g = ops.clipped_surrogate_loss_and_grad(logp, olp, adv, CLIP)[3]
+            torch.autograd.backward((logp, extra), (g, None))
+        else:
+            (ops.clipped_surrogate_loss(logp, olp, adv, CLIP)[0] + extra).backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    for a, b in zip(grads(True), grads(False)):
+        torch.testing.assert_close(a, b)
+
+
 @compiled
 def test_loss_result_does_not_depend_on_threads():
     lp, olp, adv = make_loss((300_000,))
@@ -332,6 +372,8 @@ def test_torch_compile_traces_both_ops():
 def _paths():
     paths = [("current", ops.gae, ops.clipped_surrogate_loss)]
     paths.append(("reference", ops._gae_fallback, lambda *a: ops._loss_fallback(*a)))
+    paths.append(("current_and_grad", ops.gae, ops.clipped_surrogate_loss_and_grad))
+    paths.append(("reference_and_grad", ops._gae_fallback, lambda *a: ops._loss_and_grad_fallback(*a)))
     return paths
 
 
@@ -375,6 +417,10 @@ def test_loss_bad_inputs(path):
         loss(lp.double(), olp.double(), adv.half(), CLIP)
     with pytest.raises(ValueError, match="clip_coef must be > 0"):
         loss(lp, olp, adv, 0.0)
+    # the compiled op's dispatcher and the reference word it differently; both name the argument
+    named = r"'logp' must be a tensor|type 'Tensor' for argument 'logp'"
+    with pytest.raises((TypeError, RuntimeError), match=named):
+        loss(lp.tolist(), olp, adv, CLIP)
 
 
 # ---------------------------------------------------------------------------------- fallback path
@@ -412,6 +458,8 @@ _FALLBACK_CHECK = """
     loss, cf, kl = ops.clipped_surrogate_loss(lp, olp, adv, 0.2)
     loss.backward()
     assert lp.grad is not None and not cf.requires_grad
+    *_, g = ops.clipped_surrogate_loss_and_grad(lp, olp, adv, 0.2)
+    assert torch.allclose(g, lp.grad) and not g.requires_grad
     try:
         ops.gae(r, v[:, :2], d, lv, 0.99, 0.95)
     except ValueError:

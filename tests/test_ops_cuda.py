@@ -90,6 +90,16 @@ def test_loss_cuda_matches_reference(n, dtype):
     torch.testing.assert_close(lp1.grad, lp2.grad, **tol(dtype))
 
 
+@pytest.mark.parametrize("n", [64, 4096, 65536])
+def test_loss_and_grad_cuda(n):
+    lp, olp, adv = (t.cuda() for t in make_loss(n, torch.float64))
+    out = ops.clipped_surrogate_loss_and_grad(lp, olp, adv, CLIP)
+    ref = ops.clipped_surrogate_loss_and_grad_reference(lp, olp, adv, CLIP)
+    for a, b in zip(out, ref):
+        assert a.is_cuda and not a.requires_grad
+        torch.testing.assert_close(a, b, **tol(torch.float64))
+
+
 def test_loss_cuda_gradcheck():
     lp, olp, adv = (t.cuda() for t in make_loss(100, torch.float64))
     lp = lp.requires_grad_()

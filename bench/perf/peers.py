@@ -9,6 +9,9 @@ The peers are written here, in the style of the code users would otherwise run (
 * ``memory_floor``: two elementwise torch ops that read four arrays and write two, all ``[T, N]``: at least
   the bytes GAE must move (it reads rewards, values, dones and writes advantages and returns).
 * ``loss_composed``: the PPO clipped loss composed of torch ops, forward + backward through autograd.
+  rlarena is timed two ways against it: ``loss_rlarena`` (the fused op, then ``loss.backward()``) and
+  ``loss_rlarena_fused`` (``clipped_surrogate_loss_and_grad``: the same kernel returning the loss, its
+  statistics and ``d loss / d logp`` in one call, without the autograd engine).
 * ``autograd_floor``: ``logp.sum().backward()``, the fixed cost of one trip through the autograd engine
   that any loss pays: it bounds the attainable speed-up at small ``n``.
 """
@@ -118,6 +121,11 @@ def loss_rlarena(logp, old_logp, advantages, clip=CLIP):
     loss, clip_fraction, approx_kl = ops.clipped_surrogate_loss(logp, old_logp, advantages, clip)
     loss.backward()
     return loss, clip_fraction, approx_kl
+
+
+def loss_rlarena_fused(logp, old_logp, advantages, clip=CLIP):
+    logp.grad = None
+    return ops.clipped_surrogate_loss_and_grad(logp, old_logp, advantages, clip)
 
 
 def loss_composed(logp, old_logp, advantages, clip=CLIP):

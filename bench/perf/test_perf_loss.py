@@ -1,5 +1,6 @@
-"""PPO clipped loss speed, forward + backward: rlarena's fused op against the loss composed of torch ops
-(autograd), and the autograd engine's floor, at n = 64 ... 1048576 (pytest-benchmark).
+"""PPO clipped loss speed, forward + backward: rlarena's fused op (one call returning the gradient, and
+through ``loss.backward()``) against the loss composed of torch ops (autograd), and the autograd engine's
+floor, at n = 64 ... 1048576 (pytest-benchmark).
 
 With the project's default `--benchmark-disable` each case runs once and is checked against the reference.
 """
@@ -29,6 +30,16 @@ def test_loss_rlarena(benchmark, case):
     for a, b in zip(out, ref):
         torch.testing.assert_close(a.detach(), b, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(inputs[0].grad, ref_grad, rtol=1e-4, atol=1e-9)
+
+
+def test_loss_rlarena_fused(benchmark, case):
+    n, inputs, ref, ref_grad = case
+    benchmark.group = f"clipped loss n={n}"
+    *out, grad = benchmark(peers.loss_rlarena_fused, *inputs)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-9)
+    assert inputs[0].grad is None  # no trip through autograd
 
 
 def test_loss_composed(benchmark, case):

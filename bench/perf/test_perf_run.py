@@ -17,7 +17,8 @@ def test_bench_command_quick(tmp_path, capsys):
         assert {"rlarena", "floor", "torch_loop", "numpy_loop"} <= set(c["times_s"])
         assert c["ratios"]["vs_numpy_loop"] > 0 and c["ratios"]["of_floor"] > 0
     for c in report["loss"]:
-        assert c["ratios"]["vs_composed"] > 0
+        assert c["ratios"]["vs_composed"] > 0 and c["ratios"]["fused_vs_composed"] > 0
+        assert {"rlarena", "rlarena_fused", "composed", "autograd_floor"} <= set(c["times_s"])
     assert report["machine"]["logical_cores"] >= 1 and report["targets"]
     printed = capsys.readouterr().out
     assert "| T x N |" in printed and "| n |" in printed and "Targets:" in printed
