@@ -1,6 +1,7 @@
 """The ``rlarena`` command.
 
 ``rlarena train [hydra overrides]``   train one run, or a sweep with ``--multirun``
+``rlarena resume RUN_DIR``            continue an interrupted run from its checkpoint
 ``rlarena list``                      registered algorithms and environments
 ``rlarena leaderboard PATH...``       compare finished runs (Markdown, CSV, HTML report)
 ``rlarena bench``                     kernel benchmarks against the peers (table + JSON)
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rlarena.bench.cli", "train_main"),
+    "resume": ("rlarena.bench.cli", "resume_main"),
     "list": ("rlarena.bench.cli", "list_main"),
     "leaderboard": ("rlarena.bench.leaderboard", "main"),
     "bench": ("rlarena.bench.perf.run", "main"),
@@ -30,6 +32,7 @@ USAGE = f"""usage: rlarena <command> [args]
 commands: {", ".join(SUBCOMMANDS)}
   rlarena train algo=ppo env=hopper seed=1 total_steps=100000
   rlarena train --multirun algo=ppo,a2c env=hopper,walker2d seed=0,1,2 hydra/launcher=joblib
+  rlarena resume outputs/runs/<run> [--total-steps N]
   rlarena list
   rlarena sft task=format && rlarena reward-model task=format && rlarena train algo=ppo env=text/format
   rlarena <command> --help
@@ -49,6 +52,35 @@ def train_main(argv: list[str]) -> int:
     if FAILED_JOBS:
         print(f"{len(FAILED_JOBS)} job(s) failed:\n  " + "\n  ".join(FAILED_JOBS), file=sys.stderr)
         return 1
+    return 0
+
+
+def resume_main(argv: list[str]) -> int:
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(
+        prog="rlarena resume",
+        description="Continue a run from its checkpoint.pt, in its directory, with its saved config. The "
+        "environments start new episodes; everything else (weights, optimizers, normalizers, RNGs, "
+        "counters) is restored.",
+    )
+    parser.add_argument("run_dir", help="the run's directory (it holds config.yaml and checkpoint.pt)")
+    parser.add_argument("--total-steps", type=int, help="train to this many steps (extends a finished run)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+
+    from rlarena.algorithms.base import ConfigError
+
+    from .train import resume_training
+
+    try:
+        summary = resume_training(args.run_dir, args.total_steps)
+    except (FileNotFoundError, ConfigError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    done, ret = summary["steps_done"], summary["eval_return_mean"]
+    print(f"{summary['run_dir']}: step {done}, eval return {ret:.1f}")
     return 0
 
 

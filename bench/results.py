@@ -40,15 +40,23 @@ def _jsonable(value: Any) -> Any:
 
 
 class RunDirectory:
-    def __init__(self, path: str | os.PathLike, tensorboard: bool = True) -> None:
+    """Writes one run's files. ``resume_step``: reopen a run to continue from its checkpoint at that step;
+    metrics and TensorBoard events logged after it (by the interrupted process) are dropped first."""
+
+    def __init__(
+        self, path: str | os.PathLike, tensorboard: bool = True, resume_step: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            _drop_metrics_after(self.path / METRICS, resume_step)
         self._metrics = open(self.path / METRICS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.path / "tb"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(str(self.path / "tb"), purge_step=purge)
 
     def write_config(self, yaml_text: str) -> None:
         atomic_write_text(self.path / "config.yaml", yaml_text)
@@ -71,9 +79,6 @@ class RunDirectory:
         atomic_torch_save(path, state)
         return path
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        return safe_torch_load(self.path / CHECKPOINT)
-
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, _jsonable(summary))
 
@@ -84,6 +89,28 @@ class RunDirectory:
         self._metrics.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    return safe_torch_load(Path(run_dir) / CHECKPOINT)
+
+
+def _drop_metrics_after(file: Path, step: int) -> None:
+    if not file.exists():
+        return
+    lines = file.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            record_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:
+                continue  # the torn last line of a killed process
+            kept.append(line)  # anything else is kept as it is
+            continue
+        if record_step <= step:
+            kept.append(line)
+    atomic_write_text(file, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

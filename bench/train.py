@@ -28,12 +28,20 @@ from rlarena.io import atomic_write_json
 from rlarena.registry import get_algorithm, get_env
 from rlarena.rollout import Environment, EnvSettings, Policy
 
-from .results import REUSED, RunDirectory, find_finished_run
+from .results import (
+    CHECKPOINT,
+    FAILED,
+    REUSED,
+    SUMMARY,
+    RunDirectory,
+    find_finished_run,
+    read_checkpoint,
+)
 
 log = logging.getLogger("rlarena")
 
 # Keys that change how a run is watched, not what it computes: excluded from the config hash.
-NON_SEMANTIC_KEYS = ("progress", "force", "outputs_root", "torch_threads", "tensorboard")
+NON_SEMANTIC_KEYS = ("progress", "force", "outputs_root", "torch_threads", "tensorboard", "checkpoint")
 
 
 @dataclass
@@ -107,13 +115,19 @@ def build_algo_config(cfg: DictConfig, explicit_keys: set[str] | None = None) ->
     for key, value in env_defaults.items():
         if key in known and f"algo.{key}" not in explicit:
             algo_dict[key] = value
+    return algo_config_from_dict(cfg.algo.name, algo_dict)
+
+
+def algo_config_from_dict(name: str, algo_dict: dict[str, Any]) -> AlgoConfig:
+    """The algorithm's Config dataclass from plain values, validated (``ConfigError`` says what is wrong)."""
+    algo_cls = get_algorithm(name)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(algo_cls.Config), algo_dict)
         return OmegaConf.to_object(merged)
     except ConfigError as exc:
-        raise ConfigError(f"invalid algo config for {cfg.algo.name!r}: {exc}") from None
+        raise ConfigError(f"invalid algo config for {name!r}: {exc}") from None
     except Exception as exc:  # OmegaConf's type and key errors
-        raise ConfigError(f"invalid algo config for {cfg.algo.name!r}: {exc}".strip()) from None
+        raise ConfigError(f"invalid algo config for {name!r}: {exc}".strip()) from None
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -202,11 +216,23 @@ def _checkpoint_state(built: Built, step: int, iteration: int) -> dict[str, Any]
     return {
         "step": step,
         "iteration": iteration,
+        "algo_config": OmegaConf.to_container(OmegaConf.structured(built.algo_cfg)),
         "policy": built.policy.state_dict(),
         "algorithm": built.algo.state_dict(),
         "env": built.env.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state()[1].tolist(),
+        "numpy_rng": _numpy_rng_state(),
+    }
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    # plain types: checkpoints load with weights_only=True
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "keys": keys.tolist(),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
     }
 
 
@@ -228,24 +254,41 @@ def _print_eval_table(title: str, returns: list[float]) -> None:
 
 
 def run_training(
-    cfg: DictConfig, run_dir: str | os.PathLike, explicit_keys: set[str] | None = None
+    cfg: DictConfig,
+    run_dir: str | os.PathLike,
+    explicit_keys: set[str] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one run into ``run_dir``; returns the summary written to ``summary.json``."""
+    """Train one run into ``run_dir``; returns the summary written to ``summary.json``.
+
+    ``resume``: a checkpoint of this run (see ``resume_training``); training goes on from its step, with the
+    config as saved (env run defaults already applied) and the hyper-parameters the checkpoint recorded.
+    """
     torch.set_num_threads(int(cfg.torch_threads))
-    cfg = apply_env_run_defaults(cfg, explicit_keys)
+    if resume is None:
+        cfg = apply_env_run_defaults(cfg, explicit_keys)
     validate_run_config(cfg)  # refuse bad input before anything is created or trained
-    algo_cfg = build_algo_config(cfg, explicit_keys)
-    run = RunDirectory(run_dir, tensorboard=bool(cfg.tensorboard))
+    if resume is None:
+        algo_cfg = build_algo_config(cfg, explicit_keys)
+    else:
+        algo_cfg = algo_config_from_dict(cfg.algo.name, resume["algo_config"])
+    start_step = 0 if resume is None else int(resume["step"])
+    run = RunDirectory(
+        run_dir, tensorboard=bool(cfg.tensorboard), resume_step=None if resume is None else start_step
+    )
     built = build_from(cfg, algo_cfg, str(run.path))
     env, policy, algo = built.env, built.policy, built.algo
     try:
+        if resume is not None:
+            _restore(built, resume)
         run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
         steps_per_iter = algo.rollout_length * env.num_envs
         num_iters = math.ceil(cfg.total_steps / steps_per_iter)
         eval_every = cfg.eval.every_steps
         ckpt_every = cfg.checkpoint.every_steps
         recent: list[float] = []
-        step = 0
+        step = start_step
+        first_iter = 0 if resume is None else int(resume["iteration"])
         start = time.perf_counter()
         eval_time = 0.0
 
@@ -253,13 +296,14 @@ def run_training(
 
         bar = tqdm(
             total=num_iters * steps_per_iter,
+            initial=step,
             unit="step",
             unit_scale=True,
             disable=not cfg.progress,
             desc=f"{cfg.algo.name} {cfg.env.name} s{cfg.seed}",
             mininterval=1.0,
         )
-        for iteration in range(num_iters):
+        for iteration in range(first_iter, num_iters):
             algo.set_progress(step / (num_iters * steps_per_iter))
             batch = env.collect(policy, algo.rollout_length)
             metrics = algo.update(batch)
@@ -268,7 +312,7 @@ def run_training(
             elapsed = time.perf_counter() - start - eval_time
             metrics.update(
                 episode_return_mean=_mean(recent),
-                steps_per_sec=step / max(elapsed, 1e-9),
+                steps_per_sec=(step - start_step) / max(elapsed, 1e-9),
                 time_s=time.perf_counter() - start,
             )
             for key, value in batch.info.items():  # scalar statistics an environment chooses to report
@@ -306,7 +350,7 @@ def run_training(
             "eval_return_mean": float(np.mean(returns)),
             "eval_return_std": float(np.std(returns)),
             "eval_returns": [float(r) for r in returns],
-            "steps_per_sec": step / max(train_time, 1e-9),
+            "steps_per_sec": (step - start_step) / max(train_time, 1e-9),
             "wall_time_s": time.perf_counter() - start,
             "config_hash": config_hash(cfg),
             "random_score": cfg.env.get("random_score"),
@@ -314,10 +358,13 @@ def run_training(
             "status": "finished",
             "run_dir": str(run.path),
         }
+        if resume is not None:
+            summary["resumed_from_step"] = start_step
         for key, value in result.items():  # extra evaluation figures (text: task score, KL, length)
             if key not in ("returns", "lengths") and isinstance(value, (int, float)):
                 summary[f"eval_{key}"] = float(value)
         run.write_summary(summary)
+        (run.path / FAILED).unlink(missing_ok=True)  # a crash this run has now recovered from
         if cfg.progress:
             _print_eval_table(
                 f"{cfg.algo.name} on {summary['env_id']} (seed {cfg.seed}): final evaluation", returns
@@ -326,6 +373,52 @@ def run_training(
     finally:
         env.close()
         run.close()
+
+
+def _restore(built: Built, state: dict[str, Any]) -> None:
+    """Load a checkpoint into freshly built objects. The simulators cannot be restored mid-episode: the
+    environments start new episodes (with the normalizer statistics of the checkpoint)."""
+    built.policy.load_state_dict(state["policy"])
+    built.algo.load_state_dict(state["algorithm"])
+    built.env.load_state_dict(state["env"])
+    torch.set_rng_state(state["torch_rng"])
+    rng = state["numpy_rng"]
+    keys = np.asarray(rng["keys"], dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, rng["pos"], rng["has_gauss"], rng["cached_gaussian"]))
+
+
+def resume_training(run_dir: str | os.PathLike, total_steps: int | None = None) -> dict[str, Any]:
+    """Continue an interrupted run from its ``checkpoint.pt``, in its own directory and with its saved config;
+    ``total_steps`` (optional) extends it, finished or not. Returns the summary."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"rlarena resume: no run directory {str(run_dir)!r}")
+    missing = [name for name in ("config.yaml", CHECKPOINT) if not (run_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"rlarena resume: {str(run_dir)!r} has no {' and no '.join(missing)}; a run writes its "
+            "checkpoint every checkpoint.every_steps steps (0 = only at the end): nothing to resume from"
+        )
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    state = read_checkpoint(run_dir)
+    if "algo_config" not in state:
+        raise ConfigError(
+            f"rlarena resume: {run_dir / CHECKPOINT} was written by an older rlarena without the run's "
+            "hyper-parameters; it cannot be resumed"
+        )
+    if total_steps is not None:
+        if total_steps <= 0:
+            raise ConfigError(f"total_steps must be a positive integer, got {total_steps}")
+        cfg.total_steps = int(total_steps)
+    if int(state["step"]) >= cfg.total_steps:
+        summary_file = run_dir / SUMMARY
+        hint = "pass --total-steps to train it further"
+        if summary_file.is_file():
+            log.info("%s already finished at step %d (%s)", run_dir, int(state["step"]), hint)
+            return json.loads(summary_file.read_text(encoding="utf-8"))
+        raise ConfigError(f"rlarena resume: the checkpoint is at step {state['step']} >= total_steps; {hint}")
+    log.info("resuming %s from step %d of %d", run_dir, int(state["step"]), cfg.total_steps)
+    return run_training(cfg, run_dir, resume=state)
 
 
 def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:
