@@ -7,6 +7,7 @@ annealed learning rate and an optional early stop on the approximate KL.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -85,13 +86,13 @@ class PPO(Algorithm):
                     mb.valid(out.logp), mb.valid(mb.old_logp), advantages, cfg.clip_coef
                 )
 
-                value, returns = mb.valid(out.value), mb.valid(mb.returns)
-                if cfg.clip_vloss:  # keep the new value within clip_coef of the one used to collect
-                    old_value = mb.valid(mb.old_values)
-                    clipped = old_value + (value - old_value).clamp(-cfg.clip_coef, cfg.clip_coef)
-                    value_loss = 0.5 * torch.maximum((value - returns) ** 2, (clipped - returns) ** 2).mean()
-                else:
-                    value_loss = 0.5 * ((value - returns) ** 2).mean()
+                # clip_vloss: the new value is kept within clip_coef of the one used to collect
+                value_loss = ops.clipped_value_loss(
+                    mb.valid(out.value),
+                    mb.valid(mb.old_values),
+                    mb.valid(mb.returns),
+                    cfg.clip_coef if cfg.clip_vloss else math.inf,
+                )
                 entropy = mb.valid(out.entropy).mean()
 
                 loss = policy_loss - cfg.ent_coef * entropy + cfg.vf_coef * value_loss

@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <utility>
+
 namespace rlarena {
 
 inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
@@ -40,18 +42,30 @@ inline void check_gae_inputs(const at::Tensor& rewards, const at::Tensor& values
   TORCH_CHECK_VALUE(lam >= 0.0 && lam <= 1.0, "rlarena.gae: lam must be in [0, 1], got ", lam);
 }
 
-// logp, old_logp, advantages: same shape (treated as flat), one floating dtype, one device.
+// A fused loss's three inputs: one shape (treated as flat), one floating dtype, one device; clip_coef > 0.
+inline void check_fused_loss_inputs(const char* op, const at::Tensor& first, const char* first_name,
+                                    const at::Tensor& second, const char* second_name, const at::Tensor& third,
+                                    const char* third_name, double clip_coef, const char* clip_hint = "") {
+  check_floating(first, op, first_name);
+  check_same(first, first_name, second, second_name, op);
+  check_same(first, first_name, third, third_name, op);
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{second, second_name}, {third, third_name}}) {
+    TORCH_CHECK_VALUE(t.sizes() == first.sizes(), "rlarena.", op, ": ", name, " has shape ", t.sizes(), " but ",
+                      first_name, " has shape ", first.sizes(), "; all three inputs must have one shape");
+  }
+  TORCH_CHECK_VALUE(clip_coef > 0.0, "rlarena.", op, ": clip_coef must be > 0", clip_hint, ", got ", clip_coef);
+}
+
 inline void check_loss_inputs(const at::Tensor& logp, const at::Tensor& old_logp, const at::Tensor& advantages,
                               double clip_coef) {
-  constexpr const char* op = "clipped_surrogate_loss";
-  check_floating(logp, op, "logp");
-  check_same(logp, "logp", old_logp, "old_logp", op);
-  check_same(logp, "logp", advantages, "advantages", op);
-  TORCH_CHECK_VALUE(old_logp.sizes() == logp.sizes(), "rlarena.clipped_surrogate_loss: old_logp has shape ",
-              old_logp.sizes(), " but logp has shape ", logp.sizes(), "; all three inputs must have one shape");
-  TORCH_CHECK_VALUE(advantages.sizes() == logp.sizes(), "rlarena.clipped_surrogate_loss: advantages has shape ",
-              advantages.sizes(), " but logp has shape ", logp.sizes(), "; all three inputs must have one shape");
-  TORCH_CHECK_VALUE(clip_coef > 0.0, "rlarena.clipped_surrogate_loss: clip_coef must be > 0, got ", clip_coef);
+  check_fused_loss_inputs("clipped_surrogate_loss", logp, "logp", old_logp, "old_logp", advantages, "advantages",
+                          clip_coef);
+}
+
+inline void check_value_loss_inputs(const at::Tensor& value, const at::Tensor& old_value, const at::Tensor& returns,
+                                    double clip_coef) {
+  check_fused_loss_inputs("clipped_value_loss", value, "value", old_value, "old_value", returns, "returns",
+                          clip_coef, " (inf: no clipping)");
 }
 
 }  // namespace rlarena

@@ -35,6 +35,10 @@ TORCH_LIBRARY(rlarena, m) {
   m.def(
       "clipped_surrogate_loss(Tensor logp, Tensor old_logp, Tensor advantages, float clip_coef)"
       " -> (Tensor loss, Tensor clip_fraction, Tensor approx_kl, Tensor grad_logp)");
+  // PPO clipped value loss, forward and backward fused: the last output is d loss / d value.
+  m.def(
+      "clipped_value_loss(Tensor value, Tensor old_value, Tensor returns, float clip_coef)"
+      " -> (Tensor loss, Tensor grad_value)");
 }
 
 namespace rlarena {
@@ -56,13 +60,6 @@ std::tuple<at::Tensor, at::Tensor> gae_no_grad(const at::Tensor& rewards, const 
 using LossFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                                              const at::Tensor&, double);
 
-// Backward node of the loss. The fused forward already returned d loss / d logp (its last output); the
-// node keeps it and scales it by the incoming gradient (returned as is when that is the usual 1.0 of a CPU
-// scalar loss). Only logp gets a gradient: old_logp and advantages are data, and clip_fraction, approx_kl
-// and grad_logp are statistics without history. First-order only (no double backward).
-//
-// A hand-written node rather than torch::autograd::Function: Function::apply's generic bookkeeping costs
-// about as much as the whole fused kernel at n = 64.
 // True for an ordinary CPU scalar tensor holding 1 (the gradient of a loss that is summed into the total):
 // then the saved gradient needs no scaling. Never true while tracing (fake or functional tensors, dispatch
 // modes), where the value must not be read.
@@ -80,41 +77,69 @@ bool is_plain_cpu_one(const at::Tensor& g) {
   return v == 1.0;
 }
 
-struct ClippedSurrogateLossBackward : public torch::autograd::Node {
-  torch::autograd::SavedVariable grad_logp_;
+// Backward node of a fused loss. The fused forward already returned d loss / d input (its last output); the
+// node keeps it and scales it by the incoming gradient (returned as is when that is the usual 1.0 of a CPU
+// scalar loss). Only the first input gets a gradient: the others are data, and the other outputs are
+// statistics without history. First-order only (no double backward).
+//
+// A hand-written node rather than torch::autograd::Function: Function::apply's generic bookkeeping costs
+// about as much as the whole fused kernel at n = 64.
+struct SavedGradBackward : public torch::autograd::Node {
+  explicit SavedGradBackward(const char* name) : name_(name) {}
 
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
     const at::Tensor& g = grads[0];
     if (!g.defined()) return {at::Tensor()};
-    at::Tensor grad_logp = grad_logp_.unpack();
-    if (is_plain_cpu_one(g)) return {grad_logp};
-    return {grad_logp.mul(g)};
+    at::Tensor saved = grad_.unpack();
+    if (is_plain_cpu_one(g)) return {saved};
+    return {saved.mul(g)};
   }
 
-  std::string name() const override { return "ClippedSurrogateLossBackward"; }
+  std::string name() const override { return name_; }
 
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    grad_logp_.reset_data();
+    grad_.reset_data();
   }
+
+  torch::autograd::SavedVariable grad_;
+  const char* name_;
 };
+
+// Calls the op below autograd; when `input` requires grad, attaches a SavedGradBackward to the loss (the
+// first output) holding the gradient (the last output).
+template <typename Op, typename... Args>
+auto call_with_saved_grad(const Op& op, const char* node_name, const at::Tensor& input, const Args&... args) {
+  decltype(op.call(input, args...)) out;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    out = op.call(input, args...);
+  }
+  if (torch::autograd::compute_requires_grad(input)) {
+    constexpr size_t last = std::tuple_size<decltype(out)>::value - 1;
+    auto node = c10::make_intrusive<SavedGradBackward>(node_name);
+    node->set_next_edges(torch::autograd::collect_next_edges(input));
+    node->grad_ = torch::autograd::SavedVariable(std::get<last>(out), /*is_output=*/false);
+    torch::autograd::set_history(std::get<0>(out), node);
+  }
+  return out;
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clipped_surrogate_loss_autograd(
     const at::Tensor& logp, const at::Tensor& old_logp, const at::Tensor& advantages, double clip_coef) {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("rlarena::clipped_surrogate_loss", "").typed<LossFn>();
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> out;
-  {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    out = op.call(logp, old_logp, advantages, clip_coef);
-  }
-  if (torch::autograd::compute_requires_grad(logp)) {
-    auto node = c10::make_intrusive<ClippedSurrogateLossBackward>();
-    node->set_next_edges(torch::autograd::collect_next_edges(logp));
-    node->grad_logp_ = torch::autograd::SavedVariable(std::get<3>(out), /*is_output=*/false);
-    torch::autograd::set_history(std::get<0>(out), node);
-  }
-  return out;
+  return call_with_saved_grad(op, "ClippedSurrogateLossBackward", logp, old_logp, advantages, clip_coef);
+}
+
+using ValueLossFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                       double);
+
+std::tuple<at::Tensor, at::Tensor> clipped_value_loss_autograd(const at::Tensor& value, const at::Tensor& old_value,
+                                                               const at::Tensor& returns, double clip_coef) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("rlarena::clipped_value_loss", "").typed<ValueLossFn>();
+  return call_with_saved_grad(op, "ClippedValueLossBackward", value, old_value, returns, clip_coef);
 }
 
 }  // namespace
@@ -123,4 +148,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clipped_surrogate_los
 TORCH_LIBRARY_IMPL(rlarena, Autograd, m) {
   m.impl("gae", &rlarena::gae_no_grad);
   m.impl("clipped_surrogate_loss", &rlarena::clipped_surrogate_loss_autograd);
+  m.impl("clipped_value_loss", &rlarena::clipped_value_loss_autograd);
 }

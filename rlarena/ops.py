@@ -1,21 +1,23 @@
-"""Fused RL ops: generalized advantage estimation and the PPO clipped surrogate loss.
+"""Fused RL ops: generalized advantage estimation and PPO's clipped surrogate and clipped value losses.
 
-``gae``, ``clipped_surrogate_loss`` and ``clipped_surrogate_loss_and_grad`` (the same loss with its gradient
-returned instead of going through autograd) run the compiled ``torch.ops.rlarena`` kernels (C++/OpenMP on the
-CPU, CUDA on the GPU) when the extension ``rlarena._C`` is built, and the pure-torch references
-(``gae_reference``, ``clipped_surrogate_loss_reference``) otherwise: then a warning says why, once. Set
-``RLARENA_FORCE_REFERENCE=1`` to use the references on purpose; ``backend()`` says which is in use.
+``gae``, ``clipped_surrogate_loss``, ``clipped_surrogate_loss_and_grad`` (the same loss with its gradient
+returned instead of going through autograd) and ``clipped_value_loss`` run the compiled ``torch.ops.rlarena``
+kernels (C++/OpenMP on the CPU, CUDA on the GPU; the value loss runs torch ops on the GPU for now) when the
+extension ``rlarena._C`` is built, and the pure-torch references (``*_reference``) otherwise: then a warning
+says why, once. Set ``RLARENA_FORCE_REFERENCE=1`` to use the references on purpose; ``backend()`` says which
+is in use.
 
 Conventions (the whole project's): rollouts are time-major ``[T, N]``; ``dones[t] = 1`` means the episode
 ended at step ``t``, so nothing is bootstrapped across it.
 
-Both ops take float32 or float64 (one dtype, one device for all inputs) and raise ``TypeError`` for other
+All ops take float32 or float64 (one dtype, one device for all inputs) and raise ``TypeError`` for other
 dtypes, ``ValueError`` for shapes that do not fit, ``RuntimeError`` for mixed devices. Non-contiguous inputs
 are accepted (copied once).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -27,6 +29,8 @@ __all__ = [
     "clipped_surrogate_loss_and_grad",
     "clipped_surrogate_loss_and_grad_reference",
     "clipped_surrogate_loss_reference",
+    "clipped_value_loss",
+    "clipped_value_loss_reference",
     "gae",
     "gae_reference",
 ]
@@ -72,6 +76,24 @@ def clipped_surrogate_loss_and_grad_reference(logp, old_logp, advantages, clip_c
         )
         (grad_logp,) = torch.autograd.grad(loss, leaf)
     return loss.detach(), clip_fraction, approx_kl, grad_logp
+
+
+def clipped_value_loss_reference(value, old_value, returns, clip_coef: float = math.inf):
+    """PPO's clipped value loss composed of torch ops; see ``clipped_value_loss``."""
+    clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
+    return 0.5 * torch.maximum((value - returns) ** 2, (clipped - returns) ** 2).mean()
+
+
+def _value_loss_and_grad_composed(value, old_value, returns, clip_coef: float):
+    """The clipped value loss and its gradient with respect to ``value``, in torch ops, without autograd (what
+    the fused kernel computes; the op's implementation on devices without a kernel of their own)."""
+    step = value - old_value
+    err = value - returns
+    err_clipped = old_value + step.clamp(-clip_coef, clip_coef) - returns
+    u, w = err * err, err_clipped * err_clipped
+    inside = (step >= -clip_coef) & (step <= clip_coef)
+    grad = torch.where(u >= w, err, torch.where(inside, err_clipped, torch.zeros_like(err))) / value.numel()
+    return 0.5 * torch.maximum(u, w).mean(), grad
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -120,17 +142,26 @@ def _check_gae_inputs(rewards, values, dones, last_value, gamma, lam) -> None:
         raise ValueError(f"rlarena.gae: lam must be in [0, 1], got {lam}")
 
 
-def _check_loss_inputs(logp, old_logp, advantages, clip_coef) -> None:
-    op = "clipped_surrogate_loss"
-    _check_dtypes(op, ("logp", "old_logp", "advantages"), (logp, old_logp, advantages))
-    for name, t in (("old_logp", old_logp), ("advantages", advantages)):
-        if t.shape != logp.shape:
+def _check_fused_loss_inputs(op: str, names: tuple[str, str, str], tensors, clip_coef, clip_hint="") -> None:
+    _check_dtypes(op, names, tensors)
+    for name, t in zip(names[1:], tensors[1:]):
+        if t.shape != tensors[0].shape:
             raise ValueError(
-                f"rlarena.{op}: {name} has shape {list(t.shape)} but logp has shape {list(logp.shape)}; "
-                "all three inputs must have one shape"
+                f"rlarena.{op}: {name} has shape {list(t.shape)} but {names[0]} has shape "
+                f"{list(tensors[0].shape)}; all three inputs must have one shape"
             )
     if not clip_coef > 0.0:
-        raise ValueError(f"rlarena.{op}: clip_coef must be > 0, got {clip_coef}")
+        raise ValueError(f"rlarena.{op}: clip_coef must be > 0{clip_hint}, got {clip_coef}")
+
+
+def _check_loss_inputs(logp, old_logp, advantages, clip_coef) -> None:
+    names = ("logp", "old_logp", "advantages")
+    _check_fused_loss_inputs("clipped_surrogate_loss", names, (logp, old_logp, advantages), clip_coef)
+
+
+def _check_value_loss_inputs(value, old_value, returns, clip_coef) -> None:
+    names, tensors = ("value", "old_value", "returns"), (value, old_value, returns)
+    _check_fused_loss_inputs("clipped_value_loss", names, tensors, clip_coef, " (inf: no clipping)")
 
 
 def _gae_fallback(rewards, values, dones, last_value, gamma, lam):
@@ -147,6 +178,11 @@ def _loss_fallback(logp, old_logp, advantages, clip_coef):
 def _loss_and_grad_fallback(logp, old_logp, advantages, clip_coef):
     _check_loss_inputs(logp, old_logp, advantages, clip_coef)
     return clipped_surrogate_loss_and_grad_reference(logp, old_logp, advantages, clip_coef)
+
+
+def _value_loss_fallback(value, old_value, returns, clip_coef):
+    _check_value_loss_inputs(value, old_value, returns, clip_coef)
+    return clipped_value_loss_reference(value, old_value, returns, clip_coef)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -197,6 +233,21 @@ if _BACKEND == "compiled":
         scalar = logp.new_empty(())
         return scalar, logp.new_empty(()), logp.new_empty(()), logp.new_empty(logp.shape)
 
+    _value_loss_impl = torch.ops.rlarena.clipped_value_loss.default
+
+    @torch.library.register_fake("rlarena::clipped_value_loss")
+    def _value_loss_fake(value, old_value, returns, clip_coef):
+        torch._check(old_value.shape == value.shape, lambda: "rlarena.clipped_value_loss: shape mismatch")
+        torch._check(returns.shape == value.shape, lambda: "rlarena.clipped_value_loss: shape mismatch")
+        return value.new_empty(()), value.new_empty(value.shape)
+
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("rlarena::clipped_value_loss", "CUDA"):
+        # No CUDA kernel for the value loss (yet): on the GPU the op runs the same math as torch ops.
+        @torch.library.register_kernel("rlarena::clipped_value_loss", "cuda")
+        def _value_loss_cuda(value, old_value, returns, clip_coef):
+            _check_value_loss_inputs(value, old_value, returns, clip_coef)
+            return _value_loss_and_grad_composed(value, old_value, returns, clip_coef)
+
     def _loss_and_grad_impl(logp, old_logp, advantages, clip_coef):
         # The op's last output is already d loss / d logp; a detached logp keeps autograd out of it.
         # (a non-tensor goes on as is, for the dispatcher to report)
@@ -213,6 +264,9 @@ else:
         return (*_loss_fallback(logp, old_logp, advantages, clip_coef), None)
 
     _loss_and_grad_impl = _loss_and_grad_fallback
+
+    def _value_loss_impl(value, old_value, returns, clip_coef):
+        return _value_loss_fallback(value, old_value, returns, clip_coef), None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -265,3 +319,15 @@ def clipped_surrogate_loss_and_grad(logp, old_logp, advantages, clip_coef: float
     (``loss.backward()``) costs several times the fused kernel (see docs/performance.md).
     """
     return _loss_and_grad_impl(logp, old_logp, advantages, float(clip_coef))
+
+
+def clipped_value_loss(value, old_value, returns, clip_coef: float = math.inf):
+    """PPO's value loss, fused: with ``v_c = old_value + clamp(value - old_value, -c, c)``,
+    ``loss = 0.5 * mean(max((value - returns)^2, (v_c - returns)^2))``; ``clip_coef = inf`` (the default)
+    gives the unclipped ``0.5 * mean((value - returns)^2)``.
+
+    The three inputs have one shape (any; treated as flat); the gradient flows to ``value`` only. The compiled
+    kernel computes the gradient in the forward pass; backward only scales it.
+    """
+    loss, _ = _value_loss_impl(value, old_value, returns, float(clip_coef))
+    return loss

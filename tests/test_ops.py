@@ -3,6 +3,7 @@ torch.library registration (opcheck), input errors, the CPU SIMD variants and th
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -67,6 +68,27 @@ def check_loss(lp, olp, adv, clip=CLIP, fn=None):
     out[0].backward()
     ref[0].backward()
     torch.testing.assert_close(lp1.grad, lp2.grad, **tol(lp.dtype))
+
+
+def make_value_loss(shape, dtype=torch.float32, seed=0, spread=0.3):
+    g = torch.Generator().manual_seed(seed)
+    old_value = torch.randn(shape, generator=g, dtype=dtype)
+    value = old_value + spread * torch.randn(shape, generator=g, dtype=dtype)
+    returns = old_value + torch.randn(shape, generator=g, dtype=dtype)
+    return value, old_value, returns
+
+
+def check_value_loss(v, old, ret, clip=CLIP, fn=None):
+    fn = fn or ops.clipped_value_loss
+    v1 = v.detach().clone().requires_grad_()
+    v2 = v.detach().clone().requires_grad_()
+    loss = fn(v1, old, ret, clip)
+    ref = ops.clipped_value_loss_reference(v2, old, ret, clip)
+    assert loss.shape == () and loss.dtype == v.dtype and loss.requires_grad
+    torch.testing.assert_close(loss.detach(), ref.detach(), **tol(v.dtype))
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(v1.grad, v2.grad, **tol(v.dtype))
 
 
 # ------------------------------------------------------------------------------------------------ GAE
@@ -283,17 +305,64 @@ def test_loss_and_grad_drives_a_policy_update_like_backward():
         torch.testing.assert_close(a, b)
 
 
+# ------------------------------------------------------------------------------------------ value loss
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1,), (64,), (8195,), (70001,), (16, 7)])
+@pytest.mark.parametrize("clip", [0.2, math.inf])
+def test_value_loss_matches_reference(shape, dtype, clip):
+    check_value_loss(*make_value_loss(shape, dtype), clip=clip)
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.05, 3.0])
+@pytest.mark.parametrize("clip", [0.1, 10.0])
+def test_value_loss_clipping_regimes(spread, clip):
+    # spread 0: the new value is the old one; 3.0: most steps far outside the clip range
+    check_value_loss(*make_value_loss((500,), torch.float64, spread=spread), clip=clip)
+
+
+def test_value_loss_unclipped_default_and_fallback():
+    v, old, ret = make_value_loss((300,), torch.float64)
+    torch.testing.assert_close(ops.clipped_value_loss(v, old, ret), 0.5 * ((v - ret) ** 2).mean())
+    check_value_loss(v, old, ret, fn=ops._value_loss_fallback)
+
+
+@pytest.mark.parametrize("clip", [0.2, math.inf])
+def test_value_loss_composed_kernel_matches_autograd(clip):
+    # the op's implementation on devices without a kernel of their own (the GPU, for now)
+    v, old, ret = make_value_loss((1000,), torch.float64, spread=0.5)
+    loss, grad = ops._value_loss_and_grad_composed(v, old, ret, clip)
+    leaf = v.clone().requires_grad_()
+    ref = ops.clipped_value_loss_reference(leaf, old, ret, clip)
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach())
+    torch.testing.assert_close(grad, leaf.grad)
+
+
+def test_value_loss_gradcheck_and_upstream_scaling():
+    v, old, ret = make_value_loss((40,), torch.float64, spread=0.3)
+    v = v.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ops.clipped_value_loss(x, old, ret, CLIP), (v,))
+    (2.5 * ops.clipped_value_loss(v, old, ret, CLIP)).backward()
+    leaf = v.detach().clone().requires_grad_()
+    (2.5 * ops.clipped_value_loss_reference(leaf, old, ret, CLIP)).backward()
+    torch.testing.assert_close(v.grad, leaf.grad)
+
+
 @compiled
-def test_loss_result_does_not_depend_on_threads():
-    lp, olp, adv = make_loss((300_000,))
-    old = torch.get_num_threads()
+@pytest.mark.parametrize("loss", ["clipped_surrogate_loss", "clipped_value_loss"])
+def test_loss_result_does_not_depend_on_threads(loss):
+    op = getattr(torch.ops.rlarena, loss)
+    inputs = make_loss((300_000,)) if loss == "clipped_surrogate_loss" else make_value_loss((300_000,))
+    before = torch.get_num_threads()
     try:
         outs = []
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            outs.append(torch.ops.rlarena.clipped_surrogate_loss(lp, olp, adv, CLIP))
+            outs.append(op(*inputs, CLIP))
     finally:
-        torch.set_num_threads(old)
+        torch.set_num_threads(before)
     for o in outs[1:]:
         for a, b in zip(o, outs[0]):
             assert torch.equal(a, b)
@@ -314,6 +383,8 @@ def test_every_cpu_isa_variant(dtype):
             check_gae(*make_gae(500, 1, dtype))
             check_loss(*make_loss((5003,), dtype, spread=1.0))
             check_loss(*make_loss((7,), dtype))
+            check_value_loss(*make_value_loss((5003,), dtype, spread=1.0))
+            check_value_loss(*make_value_loss((9,), dtype), clip=math.inf)
     finally:
         cfg("isa", best)
 
@@ -345,12 +416,21 @@ def test_opcheck_clipped_surrogate_loss(dtype):
 
 
 @compiled
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_clipped_value_loss(dtype):
+    v, old, ret = make_value_loss((33,), dtype)
+    op = torch.ops.rlarena.clipped_value_loss.default
+    torch.library.opcheck(op, (v, old, ret, CLIP))
+    torch.library.opcheck(op, (v.clone().requires_grad_(), old, ret, CLIP))
+
+
+@compiled
 def test_torch_compile_traces_both_ops():
     def step(r, v, d, lv, lp, olp):
         adv, ret = ops.gae(r, v, d, lv, GAMMA, LAM)
         flat = adv.reshape(-1)
         loss, cf, kl = ops.clipped_surrogate_loss(lp, olp, flat, CLIP)
-        return loss + (ret - v).square().mean(), cf, kl
+        return loss + ops.clipped_value_loss(lp, olp, ret.reshape(-1), CLIP), cf, kl
 
     r, v, d, lv = make_gae(6, 4)
     lp, olp, _ = make_loss((24,))
@@ -423,6 +503,23 @@ def test_loss_bad_inputs(path):
         loss(lp.tolist(), olp, adv, CLIP)
 
 
+@pytest.mark.parametrize(
+    "value_loss", [ops.clipped_value_loss, ops._value_loss_fallback], ids=["current", "reference"]
+)
+def test_value_loss_bad_inputs(value_loss):
+    v, old, ret = make_value_loss((10,))
+    with pytest.raises(ValueError, match="old_value has shape"):
+        value_loss(v, old[:9], ret, CLIP)
+    with pytest.raises(ValueError, match="returns has shape"):
+        value_loss(v, old, ret.reshape(2, 5), CLIP)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        value_loss(v.int(), old.int(), ret.int(), CLIP)
+    with pytest.raises(TypeError, match="same dtype"):
+        value_loss(v, old.double(), ret, CLIP)
+    with pytest.raises(ValueError, match="clip_coef must be > 0"):
+        value_loss(v, old, ret, -1.0)
+
+
 # ---------------------------------------------------------------------------------- fallback path
 
 
@@ -460,6 +557,9 @@ _FALLBACK_CHECK = """
     assert lp.grad is not None and not cf.requires_grad
     *_, g = ops.clipped_surrogate_loss_and_grad(lp, olp, adv, 0.2)
     assert torch.allclose(g, lp.grad) and not g.requires_grad
+    val = torch.randn(16, requires_grad=True); old = torch.randn(16); ret = torch.randn(16)
+    vl = ops.clipped_value_loss(val, old, ret, 0.2)
+    assert torch.allclose(vl, ops.clipped_value_loss_reference(val, old, ret, 0.2)) and vl.requires_grad
     try:
         ops.gae(r, v[:, :2], d, lv, 0.99, 0.95)
     except ValueError:

@@ -100,6 +100,20 @@ def test_loss_and_grad_cuda(n):
         torch.testing.assert_close(a, b, **tol(torch.float64))
 
 
+@pytest.mark.parametrize("clip", [CLIP, float("inf")])
+def test_value_loss_cuda(clip):
+    lp, olp, adv = (t.cuda() for t in make_loss(4099, torch.float64))
+    v1 = lp.clone().requires_grad_()
+    v2 = lp.clone().requires_grad_()
+    loss = ops.clipped_value_loss(v1, olp, adv, clip)
+    ref = ops.clipped_value_loss_reference(v2, olp, adv, clip)
+    assert loss.is_cuda
+    torch.testing.assert_close(loss.detach(), ref.detach(), **tol(torch.float64))
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(v1.grad, v2.grad, **tol(torch.float64))
+
+
 def test_loss_cuda_gradcheck():
     lp, olp, adv = (t.cuda() for t in make_loss(100, torch.float64))
     lp = lp.requires_grad_()

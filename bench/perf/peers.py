@@ -12,6 +12,8 @@ The peers are written here, in the style of the code users would otherwise run (
   rlarena is timed two ways against it: ``loss_rlarena`` (the fused op, then ``loss.backward()``) and
   ``loss_rlarena_fused`` (``clipped_surrogate_loss_and_grad``: the same kernel returning the loss, its
   statistics and ``d loss / d logp`` in one call, without the autograd engine).
+* ``value_loss_composed``: PPO's clipped value loss composed of torch ops (as in CleanRL), forward + backward;
+  ``value_loss_rlarena`` is the fused op, then ``loss.backward()``.
 * ``autograd_floor``: ``logp.sum().backward()``, the fixed cost of one trip through the autograd engine
   that any loss pays: it bounds the attainable speed-up at small ``n``.
 """
@@ -133,6 +135,28 @@ def loss_composed(logp, old_logp, advantages, clip=CLIP):
     loss, clip_fraction, approx_kl = ops.clipped_surrogate_loss_reference(logp, old_logp, advantages, clip)
     loss.backward()
     return loss, clip_fraction, approx_kl
+
+
+def value_loss_inputs(n: int, seed: int = 0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    old_value = torch.randn(n, generator=g, dtype=dtype)
+    value = (old_value + 0.3 * torch.randn(n, generator=g, dtype=dtype)).requires_grad_()
+    returns = old_value + torch.randn(n, generator=g, dtype=dtype)
+    return value, old_value, returns
+
+
+def value_loss_rlarena(value, old_value, returns, clip=CLIP):
+    value.grad = None
+    loss = ops.clipped_value_loss(value, old_value, returns, clip)
+    loss.backward()
+    return loss
+
+
+def value_loss_composed(value, old_value, returns, clip=CLIP):
+    value.grad = None
+    loss = ops.clipped_value_loss_reference(value, old_value, returns, clip)
+    loss.backward()
+    return loss
 
 
 def autograd_floor(logp, old_logp=None, advantages=None, clip=CLIP):

@@ -134,6 +134,28 @@ def loss_cases(sizes, rounds: int, target_s: float, quick: bool = False) -> list
     return results
 
 
+def value_loss_cases(sizes, rounds: int, target_s: float, quick: bool = False) -> list[dict]:
+    warm = {"warm_s": 0.0, "warm_calls": 1} if quick else {}
+    results = []
+    for n in sizes:
+        v, old, ret = peers.value_loss_inputs(n)
+        fns = {
+            "rlarena": lambda v=v, old=old, ret=ret: peers.value_loss_rlarena(v, old, ret),
+            "composed": lambda v=v, old=old, ret=ret: peers.value_loss_composed(v, old, ret),
+            "autograd_floor": lambda v=v: peers.autograd_floor(v),
+        }
+        loss_f = peers.value_loss_rlarena(v, old, ret)
+        g_f = v.grad.clone()
+        loss_c = peers.value_loss_composed(v, old, ret)
+        torch.testing.assert_close(loss_f, loss_c, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(g_f, v.grad, rtol=1e-4, atol=1e-9)
+        t = measure(fns, rounds, target_s, **warm)
+        med = {k: val["median"] for k, val in t.items()}
+        ratios = {"vs_composed": med["composed"] / med["rlarena"]}
+        results.append({"n": n, "times_s": t, "ratios": ratios})
+    return results
+
+
 def machine_info() -> dict:
     model = platform.processor() or platform.machine()
     try:
@@ -213,6 +235,20 @@ def format_tables(report: dict) -> str:
                 f"{_fmt_t(t['autograd_floor'])} | {_fmt_r(r['max_attainable'])} |"
             )
         lines.append("")
+    if report.get("value_loss"):
+        lines += [
+            "PPO clipped value loss, float32, forward + loss.backward(), median per call",
+            "",
+            "| n | rlarena + backward | composed autograd | speed-up | autograd floor |",
+            "|---|---|---|---|---|",
+        ]
+        for c in report["value_loss"]:
+            t = {k: v["median"] for k, v in c["times_s"].items()}
+            lines.append(
+                f"| {c['n']} | {_fmt_t(t['rlarena'])} | {_fmt_t(t['composed'])} | "
+                f"{_fmt_r(c['ratios']['vs_composed'])} | {_fmt_t(t['autograd_floor'])} |"
+            )
+        lines.append("")
     checks = report.get("targets", [])
     if checks:
         lines.append("Targets:")
@@ -264,6 +300,7 @@ def run(only: str | None, rounds: int, target_s: float, threads: int | None, qui
         report["gae"] = gae_cases(peers.GAE_SHAPES, rounds, target_s, quick)
     if only in (None, "loss"):
         report["loss"] = loss_cases(peers.LOSS_SIZES, rounds, target_s, quick)
+        report["value_loss"] = value_loss_cases(peers.LOSS_SIZES, rounds, target_s, quick)
     report["wall_time_s"] = round(time.perf_counter() - t0, 1)
     if hasattr(os, "getloadavg"):
         report["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
@@ -279,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default="perf.json", help="where to write the JSON report (default perf.json)"
     )
-    parser.add_argument("--only", choices=("gae", "loss"), help="run one suite only")
+    parser.add_argument("--only", choices=("gae", "loss"), help="run one suite only (loss: both PPO losses)")
     parser.add_argument(
         "--rounds", type=int, default=15, help="interleaved timing rounds per case (default 15)"
     )

@@ -56,3 +56,27 @@ def test_loss_autograd_floor(benchmark, case):
     benchmark.group = f"clipped loss n={n}"
     benchmark(peers.autograd_floor, inputs[0])
     assert torch.equal(inputs[0].grad, torch.ones_like(inputs[0]))
+
+
+@pytest.fixture(scope="module", params=SIZES)
+def value_case(request):
+    n = request.param
+    v, old, ret = peers.value_loss_inputs(n)
+    loss = peers.value_loss_composed(v, old, ret).detach()
+    return n, (v, old, ret), loss, v.grad.clone()
+
+
+def test_value_loss_rlarena(benchmark, value_case):
+    n, inputs, ref, ref_grad = value_case
+    benchmark.group = f"value loss n={n}"
+    loss = benchmark(peers.value_loss_rlarena, *inputs)
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(inputs[0].grad, ref_grad, rtol=1e-4, atol=1e-9)
+
+
+def test_value_loss_composed(benchmark, value_case):
+    n, inputs, ref, ref_grad = value_case
+    benchmark.group = f"value loss n={n}"
+    loss = benchmark(peers.value_loss_composed, *inputs)
+    torch.testing.assert_close(loss.detach(), ref)
+    torch.testing.assert_close(inputs[0].grad, ref_grad)

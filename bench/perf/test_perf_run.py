@@ -19,6 +19,8 @@ def test_bench_command_quick(tmp_path, capsys):
     for c in report["loss"]:
         assert c["ratios"]["vs_composed"] > 0 and c["ratios"]["fused_vs_composed"] > 0
         assert {"rlarena", "rlarena_fused", "composed", "autograd_floor"} <= set(c["times_s"])
+    assert [c["n"] for c in report["value_loss"]] == [64, 4096, 65536, 1048576]
+    assert all(c["ratios"]["vs_composed"] > 0 for c in report["value_loss"])
     assert report["machine"]["logical_cores"] >= 1 and report["targets"]
     printed = capsys.readouterr().out
     assert "| T x N |" in printed and "| n |" in printed and "Targets:" in printed

@@ -2,8 +2,7 @@
 // fraction, the approximate KL and d loss / d logp (kept for the backward pass, which only scales it).
 //
 // Sums are taken per fixed block of elements (in double) and the block sums added in order, so the result
-// does not depend on the number of threads.
-#include <ATen/Parallel.h>
+// does not depend on the number of threads (blocked_sum.h).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -11,16 +10,14 @@
 #include <algorithm>
 #include <cmath>
 #include <tuple>
-#include <vector>
 
 #include "../common.h"
+#include "blocked_sum.h"
 #include "simd.h"
 
 namespace rlarena {
 namespace cpu {
 namespace {
-
-constexpr int64_t kBlock = 8192;
 
 template <typename T>
 struct LossArgs {
@@ -89,21 +86,7 @@ RLARENA_ISA_DISPATCH(loss_block, loss_block_impl)
 
 template <typename T>
 void loss_run(const LossArgs<T>& a, int64_t n, T* loss, T* clip_fraction, T* approx_kl) {
-  const int64_t nb = (n + kBlock - 1) / kBlock;
-  double stack[3 * 16];
-  std::vector<double> heap;
-  double* part = stack;
-  if (nb > 16) {
-    heap.resize(3 * nb);
-    part = heap.data();
-  }
-  const int64_t grain = std::max<int64_t>(1, config_value(kParallelMin) / kBlock);
-  at::parallel_for(0, nb, grain, [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) loss_block<T>(&a, k * kBlock, std::min(n, (k + 1) * kBlock), part + 3 * k);
-  });
-  double s[3] = {0.0, 0.0, 0.0};
-  for (int64_t k = 0; k < nb; ++k)
-    for (int q = 0; q < 3; ++q) s[q] += part[3 * k + q];
+  const auto s = blocked_sums<3>(n, [&](int64_t i0, int64_t i1, double* out) { loss_block<T>(&a, i0, i1, out); });
   const double dn = static_cast<double>(n);
   *loss = static_cast<T>(-s[0] / dn);
   *clip_fraction = static_cast<T>(s[1] / dn);
