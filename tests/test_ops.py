@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+from op_inputs import make_gae, make_loss, make_value_loss
 
 from rlarena import ops
 
@@ -21,28 +22,6 @@ GAMMA, LAM, CLIP = 0.99, 0.95, 0.2
 
 def tol(dtype):
     return {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
-
-
-def make_gae(T, N, dtype=torch.float32, dones="random", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    rewards = torch.randn(T, N, generator=g, dtype=dtype)
-    values = torch.randn(T, N, generator=g, dtype=dtype)
-    if dones == "all":
-        d = torch.ones(T, N, dtype=dtype)
-    elif dones == "none":
-        d = torch.zeros(T, N, dtype=dtype)
-    else:
-        d = (torch.rand(T, N, generator=g) < 0.1).to(dtype)
-    last_value = torch.randn(N, generator=g, dtype=dtype)
-    return rewards, values, d, last_value
-
-
-def make_loss(shape, dtype=torch.float32, seed=0, spread=0.3):
-    g = torch.Generator().manual_seed(seed)
-    logp = -1.0 + 0.5 * torch.randn(shape, generator=g, dtype=dtype)
-    old_logp = logp + spread * torch.randn(shape, generator=g, dtype=dtype)
-    advantages = torch.randn(shape, generator=g, dtype=dtype)
-    return logp, old_logp, advantages
 
 
 def check_gae(r, v, d, lv, gamma=GAMMA, lam=LAM, fn=None):
@@ -68,14 +47,6 @@ def check_loss(lp, olp, adv, clip=CLIP, fn=None):
     out[0].backward()
     ref[0].backward()
     torch.testing.assert_close(lp1.grad, lp2.grad, **tol(lp.dtype))
-
-
-def make_value_loss(shape, dtype=torch.float32, seed=0, spread=0.3):
-    g = torch.Generator().manual_seed(seed)
-    old_value = torch.randn(shape, generator=g, dtype=dtype)
-    value = old_value + spread * torch.randn(shape, generator=g, dtype=dtype)
-    returns = old_value + torch.randn(shape, generator=g, dtype=dtype)
-    return value, old_value, returns
 
 
 def check_value_loss(v, old, ret, clip=CLIP, fn=None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from op_inputs import make_gae, make_loss
 
 from rlarena import ops
 
@@ -26,28 +27,6 @@ GAMMA, LAM, CLIP = 0.99, 0.95, 0.2
 
 def tol(dtype):
     return {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-9}
-
-
-def make_gae(T, N, dtype, dones="random", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = torch.randn(T, N, generator=g, dtype=dtype)
-    v = torch.randn(T, N, generator=g, dtype=dtype)
-    if dones == "all":
-        d = torch.ones(T, N, dtype=dtype)
-    elif dones == "none":
-        d = torch.zeros(T, N, dtype=dtype)
-    else:
-        d = (torch.rand(T, N, generator=g) < 0.05).to(dtype)
-    lv = torch.randn(N, generator=g, dtype=dtype)
-    return r, v, d, lv
-
-
-def make_loss(n, dtype, seed=0, spread=0.3):
-    g = torch.Generator().manual_seed(seed)
-    lp = -1.0 + 0.5 * torch.randn(n, generator=g, dtype=dtype)
-    olp = lp + spread * torch.randn(n, generator=g, dtype=dtype)
-    adv = torch.randn(n, generator=g, dtype=dtype)
-    return lp, olp, adv
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

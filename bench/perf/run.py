@@ -191,64 +191,90 @@ def _fmt_r(x: float | None) -> str:
     return "-" if x is None else (f"{x:.0f}x" if x >= 100 else f"{x:.1f}x")
 
 
+def _md_table(title: list[str], header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        *title,
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+
+
+def _medians(case: dict) -> dict[str, float]:
+    return {k: v["median"] for k, v in case["times_s"].items()}
+
+
 def format_tables(report: dict) -> str:
     lines = []
     if report.get("gae"):
-        lines += [
-            "GAE, float32, median per call (speed-up = peer time / rlarena time;"
-            " floor ratio = rlarena / floor)",
-            "",
-            "| T x N | rlarena | memory floor | torch loop (CleanRL) | numpy loop (SB3) | TorchRL vec |"
-            " vs torch loop | vs numpy loop | vs TorchRL | rlarena / floor |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        rows = []
         for c in report["gae"]:
-            t = {k: v["median"] for k, v in c["times_s"].items()}
-            r = c["ratios"]
-            lines.append(
-                f"| {c['shape']} | {_fmt_t(t['rlarena'])} | {_fmt_t(t['floor'])} | "
-                f"{_fmt_t(t['torch_loop'])} | {_fmt_t(t['numpy_loop'])} | "
-                f"{_fmt_t(t['torchrl']) if 'torchrl' in t else 'not installed'} | "
-                f"{_fmt_r(r.get('vs_torch_loop'))} | {_fmt_r(r.get('vs_numpy_loop'))} | "
-                f"{_fmt_r(r.get('vs_torchrl'))} | {r['of_floor']:.2f} |"
+            t, r = _medians(c), c["ratios"]
+            rows.append(
+                [
+                    c["shape"],
+                    *(_fmt_t(t[k]) for k in ("rlarena", "floor", "torch_loop", "numpy_loop")),
+                    _fmt_t(t["torchrl"]) if "torchrl" in t else "not installed",
+                    *(_fmt_r(r.get(k)) for k in ("vs_torch_loop", "vs_numpy_loop", "vs_torchrl")),
+                    f"{r['of_floor']:.2f}",
+                ]
             )
-        lines.append("")
+        lines += _md_table(
+            [
+                "GAE, float32, median per call (speed-up = peer time / rlarena time;"
+                " floor ratio = rlarena / floor)"
+            ],
+            ["T x N", "rlarena", "memory floor", "torch loop (CleanRL)", "numpy loop (SB3)", "TorchRL vec"]
+            + ["vs torch loop", "vs numpy loop", "vs TorchRL", "rlarena / floor"],
+            rows,
+        )
     if report.get("loss"):
-        lines += [
-            "PPO clipped loss, float32, forward + backward, median per call",
-            "  rlarena fused call: clipped_surrogate_loss_and_grad (loss, statistics, d loss / d logp)",
-            "  rlarena + backward: clipped_surrogate_loss, then loss.backward()",
-            "  composed autograd: the loss written with torch ops, then loss.backward()",
-            "  autograd floor: logp.sum().backward(), the engine's cost that any loss.backward() pays",
-            "  best via backward: composed / floor, the most any op can gain through loss.backward()",
-            "",
-            "| n | rlarena fused call | rlarena + backward | composed autograd | speed-up (fused call) |"
-            " speed-up (+ backward) | autograd floor | best via backward |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        rows = []
         for c in report["loss"]:
-            t = {k: v["median"] for k, v in c["times_s"].items()}
-            r = c["ratios"]
-            lines.append(
-                f"| {c['n']} | {_fmt_t(t['rlarena_fused'])} | {_fmt_t(t['rlarena'])} | "
-                f"{_fmt_t(t['composed'])} | {_fmt_r(r['fused_vs_composed'])} | {_fmt_r(r['vs_composed'])} | "
-                f"{_fmt_t(t['autograd_floor'])} | {_fmt_r(r['max_attainable'])} |"
+            t, r = _medians(c), c["ratios"]
+            rows.append(
+                [
+                    str(c["n"]),
+                    *(_fmt_t(t[k]) for k in ("rlarena_fused", "rlarena", "composed")),
+                    _fmt_r(r["fused_vs_composed"]),
+                    _fmt_r(r["vs_composed"]),
+                    _fmt_t(t["autograd_floor"]),
+                    _fmt_r(r["max_attainable"]),
+                ]
             )
-        lines.append("")
+        lines += _md_table(
+            [
+                "PPO clipped loss, float32, forward + backward, median per call",
+                "  rlarena fused call: clipped_surrogate_loss_and_grad (loss, statistics, d loss / d logp)",
+                "  rlarena + backward: clipped_surrogate_loss, then loss.backward()",
+                "  composed autograd: the loss written with torch ops, then loss.backward()",
+                "  autograd floor: logp.sum().backward(), the engine's cost that any loss.backward() pays",
+                "  best via backward: composed / floor, the most any op can gain through loss.backward()",
+            ],
+            ["n", "rlarena fused call", "rlarena + backward", "composed autograd", "speed-up (fused call)"]
+            + ["speed-up (+ backward)", "autograd floor", "best via backward"],
+            rows,
+        )
     if report.get("value_loss"):
-        lines += [
-            "PPO clipped value loss, float32, forward + loss.backward(), median per call",
-            "",
-            "| n | rlarena + backward | composed autograd | speed-up | autograd floor |",
-            "|---|---|---|---|---|",
-        ]
+        rows = []
         for c in report["value_loss"]:
-            t = {k: v["median"] for k, v in c["times_s"].items()}
-            lines.append(
-                f"| {c['n']} | {_fmt_t(t['rlarena'])} | {_fmt_t(t['composed'])} | "
-                f"{_fmt_r(c['ratios']['vs_composed'])} | {_fmt_t(t['autograd_floor'])} |"
+            t = _medians(c)
+            rows.append(
+                [
+                    str(c["n"]),
+                    _fmt_t(t["rlarena"]),
+                    _fmt_t(t["composed"]),
+                    _fmt_r(c["ratios"]["vs_composed"]),
+                    _fmt_t(t["autograd_floor"]),
+                ]
             )
-        lines.append("")
+        lines += _md_table(
+            ["PPO clipped value loss, float32, forward + loss.backward(), median per call"],
+            ["n", "rlarena + backward", "composed autograd", "speed-up", "autograd floor"],
+            rows,
+        )
     checks = report.get("targets", [])
     if checks:
         lines.append("Targets:")
