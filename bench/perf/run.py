@@ -66,9 +66,15 @@ def measure(
     return out
 
 
+def timed(fns: dict[str, Callable[[], object]], rounds: int, target_s: float, quick: bool):
+    """``measure`` (a short warm-up when ``quick``); returns its report and the medians by name."""
+    warm = {"warm_s": 0.0, "warm_calls": 1} if quick else {}
+    t = measure(fns, rounds, target_s, **warm)
+    return t, {k: val["median"] for k, val in t.items()}
+
+
 def gae_cases(shapes, rounds: int, target_s: float, quick: bool = False) -> list[dict]:
     torchrl_fn = peers.torchrl_gae_fn()
-    warm = {"warm_s": 0.0, "warm_calls": 1} if quick else {}
     results = []
     for T, N in shapes:
         r, v, d, lv = peers.gae_inputs(T, N)
@@ -88,8 +94,7 @@ def gae_cases(shapes, rounds: int, target_s: float, quick: bool = False) -> list
             if name in fns:
                 adv = torch.as_tensor(fns[name]()[0])
                 torch.testing.assert_close(adv, ref_adv, rtol=1e-4, atol=1e-4, msg=f"{name} disagrees")
-        t = measure(fns, rounds, target_s, **warm)
-        med = {k: val["median"] for k, val in t.items()}
+        t, med = timed(fns, rounds, target_s, quick)
         ratios = {f"vs_{p}": med[p] / med["rlarena"] for p in GAE_PEERS if p in med}
         ratios["of_floor"] = med["rlarena"] / med["floor"]
         results.append({"shape": f"{T}x{N}", "T": T, "N": N, "times_s": t, "ratios": ratios})
@@ -97,7 +102,6 @@ def gae_cases(shapes, rounds: int, target_s: float, quick: bool = False) -> list
 
 
 def loss_cases(sizes, rounds: int, target_s: float, quick: bool = False) -> list[dict]:
-    warm = {"warm_s": 0.0, "warm_calls": 1} if quick else {}
     results = []
     for n in sizes:
         lp, olp, adv = peers.loss_inputs(n)
@@ -117,8 +121,7 @@ def loss_cases(sizes, rounds: int, target_s: float, quick: bool = False) -> list
         for a, b in zip(out_ag, out_c):
             torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(g_ag, g_f)
-        t = measure(fns, rounds, target_s, **warm)
-        med = {k: val["median"] for k, val in t.items()}
+        t, med = timed(fns, rounds, target_s, quick)
         results.append(
             {
                 "n": n,
@@ -135,7 +138,6 @@ def loss_cases(sizes, rounds: int, target_s: float, quick: bool = False) -> list
 
 
 def value_loss_cases(sizes, rounds: int, target_s: float, quick: bool = False) -> list[dict]:
-    warm = {"warm_s": 0.0, "warm_calls": 1} if quick else {}
     results = []
     for n in sizes:
         v, old, ret = peers.value_loss_inputs(n)
@@ -149,8 +151,7 @@ def value_loss_cases(sizes, rounds: int, target_s: float, quick: bool = False) -
         loss_c = peers.value_loss_composed(v, old, ret)
         torch.testing.assert_close(loss_f, loss_c, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(g_f, v.grad, rtol=1e-4, atol=1e-9)
-        t = measure(fns, rounds, target_s, **warm)
-        med = {k: val["median"] for k, val in t.items()}
+        t, med = timed(fns, rounds, target_s, quick)
         ratios = {"vs_composed": med["composed"] / med["rlarena"]}
         results.append({"n": n, "times_s": t, "ratios": ratios})
     return results
