@@ -6,6 +6,10 @@ plots of their observations), with left / right / equal / skip buttons and keybo
 1 2 3, space or 0 to skip), the labels given of the budget, and the reward model's validation accuracy that
 the trainer publishes in the store. Every answer is committed (fsynced) before the page moves on.
 
+A label post must come from the page's own origin, as JSON of at most ``MAX_BODY_BYTES`` that fits
+``LabelRequest``; anything else gets a 4xx with a one-line reason and stores nothing. A stored query that
+cannot be decoded is skipped, logged once and counted (``undecodable_queries`` in the progress).
+
     rlarena label store=runs/labels.sqlite [port=8765] [host=127.0.0.1] [budget=700]
 """
 
@@ -17,22 +21,30 @@ import ipaddress
 import logging
 import os
 import sys
+import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from rlarena.label_store import LabelStore, Query
+from rlarena.label_store import LabelStore, Query, UndecodableQuery
 from rlarena.preferences import CHOICES, Segment
 
 log = logging.getLogger("rlarena.label")
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+# A label is about 40 bytes of JSON; no larger body is read (a client cannot make the server hold more).
+MAX_BODY_BYTES = 4096
+SQLITE_INT_MAX = 2**63 - 1  # SQLite's INTEGER is int64: a larger id would overflow, not just miss
+QueryId = Annotated[int, Field(ge=1, le=SQLITE_INT_MAX)]  # ids start at 1 (AUTOINCREMENT)
 
 
 # ---- clips ----------------------------------------------------------------------------------------------
@@ -103,6 +115,110 @@ class ClipMaker:
             self._renderer.close()
 
 
+# ---- requests -------------------------------------------------------------------------------------------
+
+
+class LabelRequest(BaseModel):
+    """The body of ``POST /api/label``. Strict: ``true`` and ``"1"`` are not query ids; no other fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    query_id: QueryId
+    choice: Literal[tuple(CHOICES)]  # type: ignore[valid-type]  # CHOICES: one list of answers
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """Pydantic errors as one short line ("query_id: Input should be a valid integer"), never echoing the
+    input back: a long string or a deep structure is not repeated in the reply."""
+    parts = []
+    for error in errors[:3]:  # the first few are enough to fix a request
+        where = ".".join(str(part) for part in error["loc"] if part != "body")
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return "; ".join(parts)
+
+
+def is_json_content_type(value: str) -> bool:
+    """Exactly ``application/json``, optionally with ``charset=utf-8``: not ``application/jsonfoo``, and
+    nothing a cross-site form can send without a CORS preflight."""
+    media_type, *params = (part.strip().lower() for part in value.split(";"))
+    return media_type == "application/json" and all(p in ("charset=utf-8", 'charset="utf-8"') for p in params)
+
+
+def is_same_origin(request: Request) -> bool:
+    """No Origin header (not a browser), or the page's own: a page on another site cannot post labels."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin.lower() == f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
+
+
+def declared_length(request: Request) -> int | None:
+    try:
+        return int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused (413) as soon as it is known to be over ``limit``: from Content-Length before any
+    of it is read, else while it streams in (chunked bodies carry no length)."""
+    too_large = HTTPException(413, f"request body over {limit} bytes")
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def parse_label(request: Request) -> LabelRequest:
+    """The checked body of a label post; an HTTP error (403, 415, 413, 422) for anything else."""
+    if not is_same_origin(request):
+        raise HTTPException(403, "cross-origin label posts are refused")
+    # JSON only: a cross-site form post (text/plain, no CORS preflight) cannot forge a label.
+    if not is_json_content_type(request.headers.get("content-type", "")):
+        raise HTTPException(415, "send JSON (Content-Type: application/json)")
+    body = await read_body(request)
+    try:
+        return LabelRequest.model_validate_json(body)
+    except ValidationError as exc:
+        message = validation_message(exc.errors(include_url=False, include_input=False))
+    raise HTTPException(422, message)
+
+
+class UndecodableLog:
+    """Stored queries that cannot be decoded: each is logged once and counted, and the page skips it."""
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()  # /api/next runs in a thread pool
+
+    def report(self, exc: UndecodableQuery) -> None:
+        with self._lock:
+            if exc.query_id in self._ids:
+                return
+            self._ids.add(exc.query_id)
+        log.warning("skipping a stored query: %s", exc)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+
+def next_decodable(store: LabelStore, undecodable: UndecodableLog) -> Query | None:
+    """The oldest pending query that decodes: one bad row must not block the queries after it."""
+    after = 0
+    while True:
+        try:
+            return store.next_pending(after)
+        except UndecodableQuery as exc:
+            undecodable.report(exc)
+            after = exc.query_id
+
+
 # ---- the app --------------------------------------------------------------------------------------------
 
 
@@ -132,11 +248,23 @@ def create_app(
         clips.close()
         store.close()
 
-    app = FastAPI(title="rlarena preference labeling", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No schema or docs pages: the page is the only client, and they only widen what is served.
+    app = FastAPI(
+        title="rlarena preference labeling",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.add_middleware(
         TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost", "[::1]"]
     )
     app.state.store = store
+    undecodable = UndecodableLog()
+
+    @app.exception_handler(RequestValidationError)
+    async def short_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
 
     def progress() -> dict[str, Any]:
         status = store.status()
@@ -146,6 +274,7 @@ def create_app(
             "budget": budget if budget is not None else status.get("budget"),
             "val_accuracy": status.get("val_accuracy"),
             "rm_labels": status.get("labels"),
+            "undecodable_queries": len(undecodable),
         }
 
     @app.get("/", response_class=HTMLResponse)
@@ -158,29 +287,25 @@ def create_app(
 
     @app.get("/api/next")
     def api_next() -> dict[str, Any]:
-        query = store.next_pending()
+        query = next_decodable(store, undecodable)
         return {"query": None if query is None else _describe(query), "progress": progress()}
 
     @app.get("/api/clip/{query_id}/{side}")
-    async def api_clip(query_id: int, side: str):
+    async def api_clip(query_id: QueryId, side: str):
         if side not in ("left", "right"):
             raise HTTPException(404, "side must be left or right")
         try:
             path, media_type = await clips.clip(query_id, side)
         except KeyError:
             raise HTTPException(404, f"no query {query_id}") from None
+        except UndecodableQuery:
+            raise HTTPException(404, f"query {query_id} cannot be decoded") from None
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=86400"})
 
     @app.post("/api/label")
     async def api_label(request: Request) -> dict[str, Any]:
-        # JSON only: a cross-site form post (text/plain, no CORS preflight) cannot forge a label.
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            raise HTTPException(415, "send JSON")
-        body = await request.json()
-        choice = body.get("choice") if isinstance(body, dict) else None
-        query_id = body.get("query_id") if isinstance(body, dict) else None
-        if choice not in CHOICES or not isinstance(query_id, int):
-            raise HTTPException(422, f"need query_id (int) and choice in {list(CHOICES)}")
+        label = await parse_label(request)
+        query_id, choice = label.query_id, label.choice
         try:
             stored = await asyncio.get_running_loop().run_in_executor(None, store.add_label, query_id, choice)
         except KeyError:
@@ -219,6 +344,8 @@ PAGE = """<!doctype html>
  <span>labels given: <b id="progress">…</b> <progress id="progress-bar" value="0" max="1"></progress></span>
  <span>pending: <b id="pending">…</b></span>
  <span>reward model validation accuracy: <b id="accuracy">…</b></span>
+ <span id="undecodable" hidden>unreadable queries skipped: <b id="undecodable-count"></b>
+  (see the server log)</span>
 </div>
 <div class="clips">
  <figure><img id="left-clip" alt="left segment"><figcaption id="left-caption">left</figcaption></figure>
@@ -250,6 +377,8 @@ function showProgress(p) {
   $("pending").textContent = p.pending;
   $("accuracy").textContent =
     p.val_accuracy == null ? "not trained yet" : (100 * p.val_accuracy).toFixed(1) + "%";
+  $("undecodable").hidden = !p.undecodable_queries;
+  $("undecodable-count").textContent = p.undecodable_queries;
 }
 
 async function load() {

@@ -62,6 +62,15 @@ class Query:
     created: float
 
 
+class UndecodableQuery(ValueError):
+    """A stored query whose segments or metadata cannot be decoded (a corrupt row, or one a newer or foreign
+    writer produced). Carries the id, so a reader can skip past it."""
+
+    def __init__(self, query_id: int, cause: BaseException) -> None:
+        super().__init__(f"query {query_id} cannot be decoded: {type(cause).__name__}: {cause}")
+        self.query_id = query_id
+
+
 @dataclass
 class LabelRecord:
     id: int
@@ -151,9 +160,11 @@ class LabelStore:
     @staticmethod
     def _query(row: tuple) -> Query:
         qid, a, b, env_id, meta, created = row
-        return Query(
-            int(qid), Segment.from_bytes(a), Segment.from_bytes(b), env_id, json.loads(meta), float(created)
-        )
+        try:  # decoding reads only this row's bytes, so any failure is the row's fault
+            seg_a, seg_b, meta_dict = Segment.from_bytes(a), Segment.from_bytes(b), json.loads(meta)
+        except Exception as exc:
+            raise UndecodableQuery(int(qid), exc) from exc
+        return Query(int(qid), seg_a, seg_b, env_id, meta_dict, float(created))
 
     def pending_ids(self) -> list[int]:
         """Queries without a label, oldest first."""
@@ -164,7 +175,9 @@ class LabelStore:
         return [int(r[0]) for r in rows]
 
     def next_pending(self, after: int = 0) -> Query | None:
-        """The oldest unlabeled query with id > ``after`` (the page passes the one it skipped past)."""
+        """The oldest unlabeled query with id > ``after`` (the page passes the one it skipped past).
+
+        Raises ``UndecodableQuery`` if that query cannot be decoded; pass its id as ``after`` to go on."""
         rows = self._read(
             "SELECT q.id, q.a, q.b, q.env_id, q.meta, q.created FROM queries q LEFT JOIN labels l "
             "ON l.query_id = q.id WHERE l.id IS NULL AND q.id > ? ORDER BY q.id LIMIT 1",
