@@ -14,7 +14,16 @@ import torch
 from rlarena.registry import register_algorithm
 from rlarena.rollout import RolloutBatch
 
-from .base import AlgoConfig, Algorithm, adam, check, compute_advantages, explained_variance, normalize
+from .base import (
+    AlgoConfig,
+    Algorithm,
+    adam,
+    check,
+    check_nonnegative,
+    compute_advantages,
+    explained_variance,
+    normalize,
+)
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
@@ -38,8 +47,8 @@ class A2CConfig(AlgoConfig):
         check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         check(0 < self.rms_alpha < 1, f"rms_alpha must be in (0, 1), got {self.rms_alpha}")
         check(self.optimizer_eps > 0, f"optimizer_eps must be > 0, got {self.optimizer_eps}")
-        check(self.ent_coef >= 0, f"ent_coef must be >= 0, got {self.ent_coef}")
-        check(self.vf_coef >= 0, f"vf_coef must be >= 0, got {self.vf_coef}")
+        check_nonnegative("ent_coef", self.ent_coef)
+        check_nonnegative("vf_coef", self.vf_coef)
 
 
 @register_algorithm("a2c")

@@ -22,11 +22,8 @@ from typing import Any, ClassVar
 import torch
 
 from rlarena import ops
+from rlarena.errors import ConfigError  # plugins import it from here too
 from rlarena.rollout import Policy, RolloutBatch
-
-
-class ConfigError(ValueError):
-    """An invalid hyper-parameter; raised at config time, before any training."""
 
 
 def check(condition: bool, message: str) -> None:
@@ -38,6 +35,13 @@ def check_positive(name: str, value: float) -> None:
     check(
         isinstance(value, (int, float)) and value > 0 and math.isfinite(value),
         f"{name} must be > 0, got {value}",
+    )
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    check(
+        isinstance(value, (int, float)) and value >= 0 and math.isfinite(value),
+        f"{name} must be a finite number >= 0, got {value}",
     )
 
 
@@ -89,7 +93,8 @@ class AlgoConfig:
         check_unit("gae_lambda", self.gae_lambda)
         check_positive("learning_rate", self.learning_rate)
         check(
-            self.max_grad_norm > 0 or self.max_grad_norm == -1, "max_grad_norm must be > 0 (or -1 for none)"
+            (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)) or self.max_grad_norm == -1,
+            f"max_grad_norm must be a finite number > 0 (or -1 for none), got {self.max_grad_norm}",
         )
 
 

@@ -21,6 +21,7 @@ from .base import (
     Algorithm,
     adam,
     check,
+    check_nonnegative,
     check_positive,
     compute_advantages,
     explained_variance,
@@ -46,8 +47,8 @@ class PPOConfig(AlgoConfig):
         check_positive("clip_coef", self.clip_coef)
         check(self.update_epochs >= 1, f"update_epochs must be >= 1, got {self.update_epochs}")
         check(self.num_minibatches >= 1, f"num_minibatches must be >= 1, got {self.num_minibatches}")
-        check(self.ent_coef >= 0, f"ent_coef must be >= 0, got {self.ent_coef}")
-        check(self.vf_coef >= 0, f"vf_coef must be >= 0, got {self.vf_coef}")
+        check_nonnegative("ent_coef", self.ent_coef)
+        check_nonnegative("vf_coef", self.vf_coef)
         check(
             self.target_kl is None or self.target_kl > 0,
             f"target_kl must be > 0 or null, got {self.target_kl}",

@@ -20,6 +20,7 @@ from .base import (
     Algorithm,
     adam,
     check,
+    check_nonnegative,
     check_positive,
     compute_advantages,
     explained_variance,
@@ -44,7 +45,7 @@ class ReinforceConfig(AlgoConfig):
         super().__post_init__()
         check_positive("vf_learning_rate", self.vf_learning_rate)
         check(self.vf_iters >= 0, f"vf_iters must be >= 0, got {self.vf_iters}")
-        check(self.ent_coef >= 0, f"ent_coef must be >= 0, got {self.ent_coef}")
+        check_nonnegative("ent_coef", self.ent_coef)
 
 
 def complete_episodes_mask(dones: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .base import (
     Algorithm,
     adam,
     check,
+    check_nonnegative,
     check_positive,
     compute_advantages,
     explained_variance,
@@ -53,7 +54,7 @@ class TRPOConfig(AlgoConfig):
         super().__post_init__()
         check_positive("max_kl", self.max_kl)
         check(self.cg_iters >= 1, f"cg_iters must be >= 1, got {self.cg_iters}")
-        check(self.cg_damping >= 0, f"cg_damping must be >= 0, got {self.cg_damping}")
+        check_nonnegative("cg_damping", self.cg_damping)
         check(
             0 < self.line_search_shrink < 1,
             f"line_search_shrink must be in (0, 1), got {self.line_search_shrink}",

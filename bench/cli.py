@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rlarena.bench.cli", "train_main"),
     "resume": ("rlarena.bench.cli", "resume_main"),
     "list": ("rlarena.bench.cli", "list_main"),
-    "leaderboard": ("rlarena.bench.leaderboard", "main"),
+    "leaderboard": ("rlarena.bench.leaderboard_cli", "main"),
     "bench": ("rlarena.bench.perf.run", "main"),
     "sft": ("rlarena.bench.text_pipeline", "sft_main"),
     "reward-model": ("rlarena.bench.cli", "reward_model_main"),
@@ -47,12 +47,37 @@ def train_main(argv: list[str]) -> int:
     from .train import hydra_task, register_resolvers, with_plugin_search_path
 
     register_resolvers()
+    if not any(a.startswith("-") for a in argv):  # one run: check it all before Hydra makes its directory
+        problem = check_train_overrides(argv)
+        if problem is not None:
+            return problem
     sys.argv = ["rlarena train", *with_plugin_search_path(argv)]
     hydra.main(version_base=None, config_path="pkg://rlarena.conf", config_name="config")(hydra_task)()
     if FAILED_JOBS:
         print(f"{len(FAILED_JOBS)} job(s) failed:\n  " + "\n  ".join(FAILED_JOBS), file=sys.stderr)
         return 1
     return 0
+
+
+def check_train_overrides(argv: list[str]) -> int | None:
+    """Compose and validate a single run's config as training would; on bad input print one paragraph and
+    return the exit code (2), else None. (A sweep's jobs are checked one by one as they start.)"""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rlarena.errors import ConfigError, UserError, report
+
+    from .train import load_config, validate
+
+    explicit = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    try:
+        validate(load_config(argv), explicit_keys=explicit)
+    except UserError as exc:
+        return report("rlarena train", exc)
+    except (HydraException, OmegaConfBaseException) as exc:  # unknown group option, bad override syntax
+        message = str(exc).split("\nConfig search path:")[0].strip()  # the search path is noise here
+        return report("rlarena train", ConfigError(message))
+    return None
 
 
 def resume_main(argv: list[str]) -> int:
@@ -70,15 +95,14 @@ def resume_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
 
-    from rlarena.algorithms.base import ConfigError
+    from rlarena.errors import UserError, report
 
     from .train import resume_training
 
     try:
         summary = resume_training(args.run_dir, args.total_steps)
-    except (FileNotFoundError, ConfigError) as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    except UserError as exc:
+        return report("rlarena resume", exc)
     done, ret = summary["steps_done"], summary["eval_return_mean"]
     print(f"{summary['run_dir']}: step {done}, eval return {ret:.1f}")
     return 0

@@ -16,11 +16,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import stats
-from .leaderboard import (
+from .leaderboard import Leaderboard
+from .results import Collection
+from .tables import (
     AGGREGATE_HEADER,
     ENV_HEADER,
-    Collection,
-    Leaderboard,
     aggregate_table_rows,
     env_table_rows,
     env_title,

@@ -9,6 +9,7 @@ Layout (one directory per run)::
     summary.json       written last, atomically: its presence means the run finished
     failed.json        instead of summary.json when the run raised (multirun keeps going)
     reused.json        instead of summary.json when an identical finished run was found (sweep re-run)
+    .lock              held (flock) by the one process writing the run; holds its PID
 """
 
 from __future__ import annotations
@@ -16,16 +17,25 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from rlarena.errors import RunFileError
 from rlarena.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
 
+CONFIG = "config.yaml"
 SUMMARY = "summary.json"
 FAILED = "failed.json"
 REUSED = "reused.json"  # a sweep job skipped because an identical run had finished (points to it)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+CHECKPOINT_KEYS = ("step", "iteration", "algo_config", "policy", "algorithm", "env", "torch_rng", "numpy_rng")
 
 
 def _jsonable(value: Any) -> Any:
@@ -50,7 +60,9 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
             _drop_metrics_after(self.path / METRICS, resume_step)
-        self._metrics = open(self.path / METRICS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # A fresh run starts its metrics anew: a step is never logged twice in one file.
+        mode = "w" if resume_step is None else "a"
+        self._metrics = open(self.path / METRICS, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -59,7 +71,7 @@ class RunDirectory:
             self._tb = SummaryWriter(str(self.path / "tb"), purge_step=purge)
 
     def write_config(self, yaml_text: str) -> None:
-        atomic_write_text(self.path / "config.yaml", yaml_text)
+        atomic_write_text(self.path / CONFIG, yaml_text)
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         record = {"kind": kind, "step": int(step), **_jsonable(values)}
@@ -83,7 +95,7 @@ class RunDirectory:
         atomic_write_json(self.path / SUMMARY, _jsonable(summary))
 
     def write_failure(self, info: dict[str, Any]) -> None:
-        atomic_write_json(self.path / FAILED, _jsonable(info))
+        write_failure(self.path, info)
 
     def close(self) -> None:
         self._metrics.close()
@@ -91,8 +103,68 @@ class RunDirectory:
             self._tb.close()
 
 
+def write_failure(run_dir: str | os.PathLike, info: dict[str, Any]) -> None:
+    """``failed.json``: the run raised (the leaderboard tells a crash from a kill, which leaves none)."""
+    atomic_write_json(Path(run_dir) / FAILED, _jsonable(info))
+
+
+# Everything a run writes (besides Hydra's .hydra/ and the lock): what a fresh start clears.
+RUN_FILES = (CONFIG, METRICS, "tb", CHECKPOINT, SUMMARY, FAILED, REUSED)
+
+
+def clear_run_files(run_dir: str | os.PathLike) -> None:
+    """Remove a previous run's files from ``run_dir`` (call it while holding the directory's lock)."""
+    for name in RUN_FILES:
+        target = Path(run_dir) / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    return safe_torch_load(Path(run_dir) / CHECKPOINT)
+    """The run's checkpoint; a truncated, garbled or foreign file raises :class:`RunFileError` naming it."""
+    path = Path(run_dir) / CHECKPOINT
+    try:
+        state = safe_torch_load(path)
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: no such file") from None
+    except Exception as exc:  # torch raises many kinds on a damaged zip/pickle
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFileError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason}") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise RunFileError(f"{path}: not an rlarena run checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def read_json_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object file a run wrote; unreadable or not an object raises :class:`RunFileError` naming it."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFileError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RunFileError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def read_run_config(run_dir: str | os.PathLike) -> Any:
+    """The run's resolved ``config.yaml`` as an OmegaConf object (:class:`RunFileError` if unreadable)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    path = Path(run_dir) / CONFIG
+    try:
+        cfg = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: no such file") from None
+    except Exception as exc:  # yaml's and OmegaConf's parse errors
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFileError(f"{path}: not a readable run config: {reason}") from None
+    if not isinstance(cfg, DictConfig) or "algo" not in cfg or "env" not in cfg:
+        raise RunFileError(f"{path}: not an rlarena run config (no algo/env sections)")
+    return cfg
 
 
 def _drop_metrics_after(file: Path, step: int) -> None:
@@ -131,3 +203,329 @@ def find_finished_run(root: str | os.PathLike, config_hash: str) -> Path | None:
         if summary.get("config_hash") == config_hash and summary.get("status") == "finished":
             return summary_path.parent
     return None
+
+
+# ------------------------------------------------------------------------------ reading many run directories
+#
+# The reading side, used by `rlarena leaderboard`: ``summary.json`` (its presence means the run finished),
+# ``metrics.jsonl`` (train and eval records), ``config.yaml`` and, for runs that raised, ``failed.json``.
+# Runs may sit anywhere below the given paths (Hydra multirun folders nest them as
+# ``multirun/<date>/<time>/<job>/``). Anything unreadable is listed as skipped with a reason, never fatal.
+
+RUN_MARKERS = (SUMMARY, FAILED, METRICS, REUSED)
+
+# Keys that change how a run is watched, not what it computes: excluded from the config hash.
+NON_SEMANTIC_KEYS = ("progress", "force", "outputs_root", "torch_threads", "tensorboard", "checkpoint")
+# Config keys that legitimately differ between the seeds of one experiment, or only change how a run is
+# watched: left out when the leaderboard compares the configs of pooled runs.
+VARYING_KEYS = {"seed", *NON_SEMANTIC_KEYS}
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); other values,
+    lists included, are kept as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+class RunSkipped(Exception):
+    """A run directory that cannot be scored; the message says why."""
+
+
+class RunReused(Exception):
+    """A sweep job folder that points at an identical run finished elsewhere."""
+
+
+@dataclass
+class Run:
+    path: Path
+    algo: str
+    env: str
+    env_id: str | None
+    seed: int
+    total_steps: int | None
+    final_return: float  # mean return of the final evaluation: the run's score
+    eval_steps: np.ndarray  # the learning curve, from the eval records
+    eval_means: np.ndarray
+    final_train_return: float | None
+    steps_per_sec: float | None
+    wall_time_s: float | None
+    config_hash: str | None
+    random_score: float | None
+    reference_score: float | None
+    mtime: float = 0.0
+    config: dict[str, str] | None = None  # flattened config.yaml without the keys seeds may vary in
+
+    @property
+    def auc(self) -> float:
+        from . import stats  # lazily: the training loop, which writes runs, does not need scipy
+
+        return stats.curve_auc(self.eval_steps, self.eval_means)
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Collection:
+    runs: list[Run] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # sweep jobs that skipped training (see REUSED)
+
+
+def find_run_dirs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skipped]]:
+    """Every directory below ``paths`` that looks like a run: it has one of the run files, or is a Hydra
+    job folder (``.hydra/``) that never got as far as writing one. Hidden folders are not searched."""
+    found: dict[Path, None] = {}  # ordered set: overlapping PATH arguments must not count a run twice
+    hydra_only: set[Path] = set()
+    missing: list[Skipped] = []
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            missing.append(Skipped(str(root), "path does not exist"))
+            continue
+        if root.is_file():
+            root = root.parent  # e.g. `leaderboard run/summary.json`
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath).resolve()
+            if any(marker in filenames for marker in RUN_MARKERS):
+                found[here] = None
+                dirnames[:] = []  # a run's own subfolders (checkpoints, tb/) hold no runs
+                continue
+            if ".hydra" in dirnames:
+                found[here] = None
+                hydra_only.add(here)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    # A Hydra job folder is only a crashed run if no run was written below it.
+    runs = [p for p in found if not (p in hydra_only and any(q != p and q.is_relative_to(p) for q in found))]
+    return runs, missing
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunSkipped(f"{path.name}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise RunSkipped(f"{path.name}: not UTF-8 text") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunSkipped(f"{path.name}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if _is_number(value) and math.isfinite(value) else None
+
+
+def _field(summary: dict[str, Any], key: str, kind: str, required: bool = True) -> Any:
+    """One summary field, type-checked; a wrong type is a reason to skip, not a crash later."""
+    value = summary.get(key)
+    if value is None:
+        if required:
+            raise RunSkipped(f"{SUMMARY}: missing {key!r}")
+        return None
+    if kind == "str" and isinstance(value, str) and value:
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "number" and _is_number(value):
+        if not math.isfinite(value):
+            raise RunSkipped(f"{SUMMARY}: {key!r} is not finite")
+        return float(value)
+    raise RunSkipped(f"{SUMMARY}: {key!r} should be a {kind}, got {value!r:.60}")
+
+
+def _failure_reason(path: Path) -> str:
+    try:
+        info = json.loads((path / FAILED).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "failed (unreadable failed.json)"
+    if isinstance(info, dict):
+        for key in ("error", "exception", "message", "reason"):
+            if info.get(key):
+                return f"failed: {str(info[key]).splitlines()[0][:200]}"
+    return "failed"
+
+
+def _read_eval_curve(path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Eval curve (steps, mean returns) and the last finite training return from ``metrics.jsonl``,
+    validated line by line (``read_metrics`` above trusts the file)."""
+    file = path / METRICS
+    if not file.exists():
+        raise RunSkipped(f"{METRICS} missing")
+    evals: dict[int, float] = {}
+    last_train: float | None = None
+    try:
+        with open(file, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RunSkipped(f"{METRICS} line {lineno}: invalid JSON ({exc.msg})") from exc
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise RunSkipped(f"{METRICS} line {lineno}: not a record with an integer 'step'")
+                if record.get("kind") == "eval":
+                    value = _finite(record.get("eval_return_mean"))
+                    if value is not None:
+                        evals[record["step"]] = value  # a repeated step (resumed run) keeps the latest
+                elif record.get("kind") == "train":
+                    value = _finite(record.get("episode_return_mean"))
+                    if value is not None:
+                        last_train = value
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunSkipped(f"{METRICS}: cannot read ({exc})") from exc
+    if not evals:
+        raise RunSkipped(f"{METRICS} has no eval records with a finite return")
+    steps = np.array(sorted(evals), dtype=float)
+    return steps, np.array([evals[int(s)] for s in steps]), last_train
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    """The run's resolved config.yaml, or None: it is optional information for the leaderboard."""
+    try:
+        import yaml  # PyYAML comes with omegaconf
+
+        config = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
+    except Exception:  # missing, unreadable or not YAML: simply not recorded
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _comparable_config(config: dict[str, Any] | None) -> dict[str, str] | None:
+    """The flattened config as JSON strings, without ``VARYING_KEYS``: what the seeds of one experiment
+    share."""
+    flat = flatten(config) if config else None
+    if not flat:
+        return None
+    return {
+        key: json.dumps(value, sort_keys=True, default=str)
+        for key, value in flat.items()
+        if key.split(".")[0] not in VARYING_KEYS
+    }
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read and validate one run directory; raises ``RunSkipped`` with the reason when it can't be used."""
+    path = Path(path)
+    summary_file = path / SUMMARY
+    if not summary_file.exists():
+        if (path / FAILED).exists():
+            raise RunSkipped(_failure_reason(path))
+        if (path / REUSED).exists():
+            raise RunReused(str(path))
+        what = "has metrics but" if (path / METRICS).exists() else "has"
+        raise RunSkipped(f"unfinished or crashed: {what} no {SUMMARY}")
+    summary = _read_json(summary_file)
+    if not isinstance(summary, dict):
+        raise RunSkipped(f"{SUMMARY}: expected a JSON object")
+    status = summary.get("status", "finished")
+    if status != "finished":
+        raise RunSkipped(f"status is {status!r}, not 'finished'")
+    if summary.get("eval_return_mean", 0) is None:
+        raise RunSkipped(f"{SUMMARY}: final eval return is null (the run produced NaN/inf)")
+    run_fields = dict(
+        algo=_field(summary, "algo", "str"),
+        env=_field(summary, "env", "str"),
+        env_id=_field(summary, "env_id", "str", required=False),
+        seed=_field(summary, "seed", "int"),
+        total_steps=_field(summary, "total_steps", "int", required=False),
+        final_return=_field(summary, "eval_return_mean", "number"),
+        steps_per_sec=_field(summary, "steps_per_sec", "number", required=False),
+        wall_time_s=_field(summary, "wall_time_s", "number", required=False),
+        config_hash=_field(summary, "config_hash", "str", required=False),
+        random_score=_field(summary, "random_score", "number", required=False),
+        reference_score=_field(summary, "reference_score", "number", required=False),
+    )
+    config = _read_config(path)
+    env_config = config.get("env") if config else None
+    for key in ("random_score", "reference_score"):  # older summaries may lack them; the config has them
+        if run_fields[key] is None and isinstance(env_config, dict):
+            run_fields[key] = _finite(env_config.get(key))
+    steps, means, last_train = _read_eval_curve(path)
+    return Run(
+        path=path,
+        eval_steps=steps,
+        eval_means=means,
+        final_train_return=last_train,
+        mtime=summary_file.stat().st_mtime,
+        config=_comparable_config(config),
+        **run_fields,
+    )
+
+
+def collect_runs(paths: Sequence[str | os.PathLike], progress: bool = True) -> Collection:
+    """Load every run below ``paths``; unusable ones go to ``skipped`` with the reason."""
+    from tqdm import tqdm
+
+    dirs, skipped = find_run_dirs(paths)
+    collection = Collection(skipped=skipped)
+    loaded: list[Run] = []
+    # disable=None: tqdm shows the bar on a terminal and stays silent when stderr is a pipe or a file.
+    for path in tqdm(dirs, desc="collecting runs", unit="run", disable=None if progress else True):
+        try:
+            loaded.append(load_run(path))
+        except RunSkipped as exc:
+            collection.skipped.append(Skipped(str(path), str(exc)))
+        except RunReused:
+            collection.reused.append(str(path))
+    collection.runs = _drop_duplicates(loaded, collection)
+    _check_groups(collection)
+    return collection
+
+
+def _drop_duplicates(runs: list[Run], collection: Collection) -> list[Run]:
+    """The same config (hash) and seed found twice, e.g. a copied sweep: count it once, the newest."""
+    newest: dict[tuple, Run] = {}
+    kept: list[Run] = []
+    for run in sorted(runs, key=lambda r: r.mtime, reverse=True):
+        if run.config_hash is None:
+            kept.append(run)
+            continue
+        key = (run.config_hash, run.algo, run.env, run.seed)
+        if key in newest:
+            collection.skipped.append(Skipped(str(run.path), f"duplicate of {newest[key].path}"))
+        else:
+            newest[key] = run
+            kept.append(run)
+    return sorted(kept, key=lambda r: (r.env, r.algo, r.seed, str(r.path)))
+
+
+def _check_groups(collection: Collection) -> None:
+    """Warn about groups whose runs are not comparable seeds of one experiment."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in collection.runs:
+        groups[(run.env, run.algo)].append(run)
+    for (env, algo), runs in sorted(groups.items()):
+        configs = [r.config for r in runs if r.config is not None]
+        keys = sorted({k for c in configs for k in c})
+        differing = [k for k in keys if len({c.get(k) for c in configs}) > 1]
+        budgets = sorted({r.total_steps for r in runs if r.total_steps is not None})
+        if len(budgets) > 1 and "total_steps" not in differing:
+            differing.insert(0, "total_steps")
+        if differing:
+            shown = ", ".join(differing[:6]) + (", ..." if len(differing) > 6 else "")
+            collection.warnings.append(
+                f"{env}/{algo}: pooled runs differ in their config ({shown}); compare like with like"
+            )
+        repeated = sorted(seed for seed, n in Counter(r.seed for r in runs).items() if n > 1)
+        if repeated:
+            collection.warnings.append(
+                f"{env}/{algo}: seed(s) {', '.join(map(str, repeated))} appear in several runs with "
+                "different configs; each counts as a separate run"
+            )

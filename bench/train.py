@@ -22,26 +22,33 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rlarena.algorithms.base import AlgoConfig, Algorithm, ConfigError
+from rlarena.algorithms.base import AlgoConfig, Algorithm
 from rlarena.algorithms.policies import make_mlp_policy
-from rlarena.io import atomic_write_json
+from rlarena.errors import ConfigError, RunDirectoryInUse, RunFileError, UserError
+from rlarena.errors import report as report_user_error
+from rlarena.io import atomic_write_json, exclusive_directory, remove_stale_temp_files
 from rlarena.registry import get_algorithm, get_env
 from rlarena.rollout import Environment, EnvSettings, Policy
 
 from .results import (
     CHECKPOINT,
+    CONFIG,
     FAILED,
+    NON_SEMANTIC_KEYS,
     REUSED,
+    RUN_FILES,
     SUMMARY,
     RunDirectory,
+    clear_run_files,
     find_finished_run,
+    flatten,
     read_checkpoint,
+    read_json_file,
+    read_run_config,
+    write_failure,
 )
 
 log = logging.getLogger("rlarena")
-
-# Keys that change how a run is watched, not what it computes: excluded from the config hash.
-NON_SEMANTIC_KEYS = ("progress", "force", "outputs_root", "torch_threads", "tensorboard", "checkpoint")
 
 
 @dataclass
@@ -126,18 +133,10 @@ def algo_config_from_dict(name: str, algo_dict: dict[str, Any]) -> AlgoConfig:
         return OmegaConf.to_object(merged)
     except ConfigError as exc:
         raise ConfigError(f"invalid algo config for {name!r}: {exc}") from None
-    except Exception as exc:  # OmegaConf's type and key errors
-        raise ConfigError(f"invalid algo config for {name!r}: {exc}".strip()) from None
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    except Exception as exc:  # OmegaConf's type and key errors: say which key, in one line
+        key, msg = getattr(exc, "full_key", None), getattr(exc, "msg", None) or str(exc)
+        where = f"algo.{key}: " if key else ""
+        raise ConfigError(f"invalid algo config for {name!r}: {where}{msg.strip().splitlines()[0]}") from None
 
 
 def apply_env_run_defaults(cfg: DictConfig, explicit_keys: set[str] | None = None) -> DictConfig:
@@ -148,20 +147,56 @@ def apply_env_run_defaults(cfg: DictConfig, explicit_keys: set[str] | None = Non
         return cfg
     explicit = command_line_keys() if explicit_keys is None else explicit_keys
     cfg = cfg.copy()
-    for key, value in _flatten(OmegaConf.to_container(defaults, resolve=True)).items():
+    for key, value in flatten(OmegaConf.to_container(defaults, resolve=True)).items():
         if key not in explicit:
             OmegaConf.update(cfg, key, value, merge=False)
     return cfg
 
 
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None, note: str = "") -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    if not ok or (maximum is not None and value > maximum):
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        wanted += f" and <= {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{name} must be {wanted}{note}, got {value!r}")
+
+
+def _check_device(device: Any) -> None:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    backend = getattr(torch, dev.type, None)
+    if dev.type != "cpu" and not (backend is not None and backend.is_available()):
+        raise ConfigError(f"device={device!r}: this torch has no {dev.type} device available; use device=cpu")
+
+
 def validate_run_config(cfg: DictConfig) -> None:
-    if not isinstance(cfg.total_steps, int) or cfg.total_steps <= 0:
-        raise ConfigError(f"total_steps must be a positive integer, got {cfg.total_steps}")
-    if cfg.eval.episodes < 1:
-        raise ConfigError(f"eval.episodes must be >= 1, got {cfg.eval.episodes}")
-    if cfg.eval.every_steps < 0 or cfg.checkpoint.every_steps < 0:
-        raise ConfigError("eval.every_steps and checkpoint.every_steps must be >= 0 (0 = only at the end)")
-    get_env(cfg.env.name)  # unknown names fail here, listing what exists
+    """Every run-level setting (the algorithm's are checked by its Config): types, ranges, the device, the
+    environment's own settings. Called before a run directory is touched."""
+    _check_int("seed", cfg.seed, 0, 2**32 - 1)
+    _check_int("total_steps", cfg.total_steps, 1)
+    _check_int("eval.episodes", cfg.eval.episodes, 1)
+    _check_int("eval.every_steps", cfg.eval.every_steps, 0, note=" (0 = only at the end)")
+    _check_int("checkpoint.every_steps", cfg.checkpoint.every_steps, 0, note=" (0 = only at the end)")
+    _check_int("torch_threads", cfg.torch_threads, 1)
+    for key in ("progress", "tensorboard", "force", "eval.deterministic"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+    _check_device(cfg.device)
+    env_factory = get_env(cfg.env.name)  # unknown names fail here, listing what exists
+    validate_env = getattr(env_factory, "validate", None)
+    if validate_env is not None:
+        validate_env(OmegaConf.to_container(cfg.env, resolve=True))
+
+
+def validate(cfg: DictConfig, explicit_keys: set[str] | None = None) -> tuple[DictConfig, AlgoConfig]:
+    """The whole check of a new run's config, as training does it; returns the config with the env's run
+    defaults applied and the algorithm's validated Config."""
+    cfg = apply_env_run_defaults(cfg, explicit_keys)
+    validate_run_config(cfg)
+    return cfg, build_algo_config(cfg, explicit_keys)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -261,164 +296,208 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one run into ``run_dir``; returns the summary written to ``summary.json``.
 
-    ``resume``: a checkpoint of this run (see ``resume_training``); training goes on from its step, with the
-    config as saved (env run defaults already applied) and the hyper-parameters the checkpoint recorded.
+    The run holds the directory's lock throughout (a second writer fails at once). A fresh run first clears
+    what an earlier attempt of the same config left there, and refuses to overwrite a finished run or
+    another config's files unless ``force=true``. ``resume``: a checkpoint of this run (see
+    ``resume_training``); training goes on from its step, with the config as saved (env run defaults already
+    applied) and the hyper-parameters the checkpoint recorded. A run that raises writes ``failed.json``.
     """
-    torch.set_num_threads(int(cfg.torch_threads))
     if resume is None:
-        cfg = apply_env_run_defaults(cfg, explicit_keys)
-    validate_run_config(cfg)  # refuse bad input before anything is created or trained
-    if resume is None:
-        algo_cfg = build_algo_config(cfg, explicit_keys)
+        cfg, algo_cfg = validate(cfg, explicit_keys)  # refuse bad input before anything is created
     else:
+        validate_run_config(cfg)
         algo_cfg = algo_config_from_dict(cfg.algo.name, resume["algo_config"])
-    start_step = 0 if resume is None else int(resume["step"])
-    run = RunDirectory(
-        run_dir, tensorboard=bool(cfg.tensorboard), resume_step=None if resume is None else start_step
-    )
-    built = build_from(cfg, algo_cfg, str(run.path))
+    torch.set_num_threads(int(cfg.torch_threads))
+    with exclusive_directory(run_dir) as path:
+        remove_stale_temp_files(path)
+        if resume is None:
+            prepare_fresh_run_directory(path, config_hash(cfg), force=bool(cfg.force))
+        built = build_from(cfg, algo_cfg, str(path))
+        try:
+            if resume is not None:
+                _restore(built, resume, path / CHECKPOINT)
+            # Only now, with the checkpoint restored, may the interrupted run's later metrics go.
+            start_step = 0 if resume is None else int(resume["step"])
+            run = RunDirectory(
+                path, tensorboard=bool(cfg.tensorboard), resume_step=None if resume is None else start_step
+            )
+            try:
+                run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+                first_iter = 0 if resume is None else int(resume["iteration"])
+                return _train(cfg, built, run, start_step, first_iter)
+            except Exception as exc:
+                run.write_failure(
+                    {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+                )
+                raise
+            finally:
+                run.close()
+        finally:
+            built.env.close()
+
+
+def prepare_fresh_run_directory(path: Path, cfg_hash: str, force: bool) -> None:
+    """Make ``path`` ready for a fresh run of the config hashed ``cfg_hash`` (the caller holds its lock).
+
+    An earlier attempt of the same config that did not finish (failed or killed) is cleared, so nothing is
+    logged twice; a finished run, or another config's files, are kept and refused unless ``force``.
+    """
+    if not any((path / name).exists() for name in RUN_FILES):
+        return
+    if force:
+        log.info("force=true: replacing the run in %s", path)
+        clear_run_files(path)
+        return
+    how = "choose another directory (hydra.run.dir=...) or pass force=true to replace it"
+    if (path / SUMMARY).exists():
+        summary = read_json_file(path / SUMMARY)
+        other = "" if summary.get("config_hash") == cfg_hash else " of another config"
+        raise ConfigError(f"{path} already holds a finished run{other}; {how}")
+    if (path / CONFIG).exists() and config_hash(read_run_config(path)) != cfg_hash:
+        resume = f"`rlarena resume {path}` continues it, or "
+        raise ConfigError(f"{path} holds an unfinished run of another config; {resume}{how}")
+    log.info("%s: clearing the files of an unfinished earlier attempt of this config", path)
+    clear_run_files(path)
+
+
+def _train(
+    cfg: DictConfig, built: Built, run: RunDirectory, start_step: int, first_iter: int
+) -> dict[str, Any]:
     env, policy, algo = built.env, built.policy, built.algo
-    try:
-        if resume is not None:
-            _restore(built, resume)
-        run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
-        steps_per_iter = algo.rollout_length * env.num_envs
-        num_iters = math.ceil(cfg.total_steps / steps_per_iter)
-        eval_every = cfg.eval.every_steps
-        ckpt_every = cfg.checkpoint.every_steps
-        recent: list[float] = []
-        step = start_step
-        first_iter = 0 if resume is None else int(resume["iteration"])
-        start = time.perf_counter()
-        eval_time = 0.0
+    steps_per_iter = algo.rollout_length * env.num_envs
+    num_iters = math.ceil(cfg.total_steps / steps_per_iter)
+    eval_every = cfg.eval.every_steps
+    ckpt_every = cfg.checkpoint.every_steps
+    recent: list[float] = []
+    step = start_step
+    start = time.perf_counter()
+    eval_time = 0.0
 
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(
-            total=num_iters * steps_per_iter,
-            initial=step,
-            unit="step",
-            unit_scale=True,
-            disable=not cfg.progress,
-            desc=f"{cfg.algo.name} {cfg.env.name} s{cfg.seed}",
-            mininterval=1.0,
+    bar = tqdm(
+        total=num_iters * steps_per_iter,
+        initial=step,
+        unit="step",
+        unit_scale=True,
+        disable=not cfg.progress,
+        desc=f"{cfg.algo.name} {cfg.env.name} s{cfg.seed}",
+        mininterval=1.0,
+    )
+    for iteration in range(first_iter, num_iters):
+        algo.set_progress(step / (num_iters * steps_per_iter))
+        batch = env.collect(policy, algo.rollout_length)
+        metrics = algo.update(batch)
+        step += steps_per_iter
+        recent = (recent + list(batch.info.get("episode_returns", [])))[-20:]
+        elapsed = time.perf_counter() - start - eval_time
+        metrics.update(
+            episode_return_mean=_mean(recent),
+            steps_per_sec=(step - start_step) / max(elapsed, 1e-9),
+            time_s=time.perf_counter() - start,
         )
-        for iteration in range(first_iter, num_iters):
-            algo.set_progress(step / (num_iters * steps_per_iter))
-            batch = env.collect(policy, algo.rollout_length)
-            metrics = algo.update(batch)
-            step += steps_per_iter
-            recent = (recent + list(batch.info.get("episode_returns", [])))[-20:]
-            elapsed = time.perf_counter() - start - eval_time
-            metrics.update(
-                episode_return_mean=_mean(recent),
-                steps_per_sec=(step - start_step) / max(elapsed, 1e-9),
-                time_s=time.perf_counter() - start,
-            )
-            for key, value in batch.info.items():  # scalar statistics an environment chooses to report
-                if key.startswith("stat/"):
-                    metrics[key[5:]] = float(value)
-            run.log("train", step, metrics)
-            bar.update(steps_per_iter)
-            bar.set_postfix(
-                ret=f"{metrics['episode_return_mean']:.1f}", sps=f"{metrics['steps_per_sec']:.0f}"
-            )
+        for key, value in batch.info.items():  # scalar statistics an environment chooses to report
+            if key.startswith("stat/"):
+                metrics[key[5:]] = float(value)
+        run.log("train", step, metrics)
+        bar.update(steps_per_iter)
+        bar.set_postfix(ret=f"{metrics['episode_return_mean']:.1f}", sps=f"{metrics['steps_per_sec']:.0f}")
 
-            last = iteration == num_iters - 1
-            if eval_every and not last and (step // eval_every) > ((step - steps_per_iter) // eval_every):
-                t0 = time.perf_counter()
-                result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
-                eval_time += time.perf_counter() - t0
-                _log_eval(run, step, result)
-            if ckpt_every and not last and (step // ckpt_every) > ((step - steps_per_iter) // ckpt_every):
-                run.save_checkpoint(_checkpoint_state(built, step, iteration + 1))
-        bar.close()
-        wall = time.perf_counter() - start
-        train_time = wall - eval_time
+        last = iteration == num_iters - 1
+        if eval_every and not last and (step // eval_every) > ((step - steps_per_iter) // eval_every):
+            t0 = time.perf_counter()
+            result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
+            eval_time += time.perf_counter() - t0
+            _log_eval(run, step, result)
+        if ckpt_every and not last and (step // ckpt_every) > ((step - steps_per_iter) // ckpt_every):
+            run.save_checkpoint(_checkpoint_state(built, step, iteration + 1))
+    bar.close()
+    wall = time.perf_counter() - start
+    train_time = wall - eval_time
 
-        result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
-        _log_eval(run, step, result)
-        run.save_checkpoint(_checkpoint_state(built, step, num_iters))
-        returns = result["returns"]
-        summary = {
-            "algo": cfg.algo.name,
-            "env": cfg.env.name,
-            "env_id": cfg.env.get("id", cfg.env.name),
-            "seed": int(cfg.seed),
-            "total_steps": int(cfg.total_steps),
-            "steps_done": int(step),
-            "eval_return_mean": float(np.mean(returns)),
-            "eval_return_std": float(np.std(returns)),
-            "eval_returns": [float(r) for r in returns],
-            "steps_per_sec": (step - start_step) / max(train_time, 1e-9),
-            "wall_time_s": time.perf_counter() - start,
-            "config_hash": config_hash(cfg),
-            "random_score": cfg.env.get("random_score"),
-            "reference_score": cfg.env.get("reference_score"),
-            "status": "finished",
-            "run_dir": str(run.path),
-        }
-        if resume is not None:
-            summary["resumed_from_step"] = start_step
-        for key, value in result.items():  # extra evaluation figures (text: task score, KL, length)
-            if key not in ("returns", "lengths") and isinstance(value, (int, float)):
-                summary[f"eval_{key}"] = float(value)
-        run.write_summary(summary)
-        (run.path / FAILED).unlink(missing_ok=True)  # a crash this run has now recovered from
-        if cfg.progress:
-            _print_eval_table(
-                f"{cfg.algo.name} on {summary['env_id']} (seed {cfg.seed}): final evaluation", returns
-            )
-        return summary
-    finally:
-        env.close()
-        run.close()
+    result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
+    _log_eval(run, step, result)
+    run.save_checkpoint(_checkpoint_state(built, step, num_iters))
+    returns = result["returns"]
+    summary = {
+        "algo": cfg.algo.name,
+        "env": cfg.env.name,
+        "env_id": cfg.env.get("id", cfg.env.name),
+        "seed": int(cfg.seed),
+        "total_steps": int(cfg.total_steps),
+        "steps_done": int(step),
+        "eval_return_mean": float(np.mean(returns)),
+        "eval_return_std": float(np.std(returns)),
+        "eval_returns": [float(r) for r in returns],
+        "steps_per_sec": (step - start_step) / max(train_time, 1e-9),
+        "wall_time_s": time.perf_counter() - start,
+        "config_hash": config_hash(cfg),
+        "random_score": cfg.env.get("random_score"),
+        "reference_score": cfg.env.get("reference_score"),
+        "status": "finished",
+        "run_dir": str(run.path),
+    }
+    if start_step:
+        summary["resumed_from_step"] = start_step
+        # False: the environments started new episodes at the resume (docs/architecture.md)
+        summary["resumed_exactly"] = env.resumes_exactly
+    for key, value in result.items():  # extra evaluation figures (text: task score, KL, length)
+        if key not in ("returns", "lengths") and isinstance(value, (int, float)):
+            summary[f"eval_{key}"] = float(value)
+    run.write_summary(summary)
+    (run.path / FAILED).unlink(missing_ok=True)  # a crash this run has now recovered from
+    if cfg.progress:
+        title = f"{cfg.algo.name} on {summary['env_id']} (seed {cfg.seed}): final evaluation"
+        _print_eval_table(title, returns)
+    return summary
 
 
-def _restore(built: Built, state: dict[str, Any]) -> None:
-    """Load a checkpoint into freshly built objects. The simulators cannot be restored mid-episode: the
-    environments start new episodes (with the normalizer statistics of the checkpoint)."""
-    built.policy.load_state_dict(state["policy"])
-    built.algo.load_state_dict(state["algorithm"])
-    built.env.load_state_dict(state["env"])
-    torch.set_rng_state(state["torch_rng"])
-    rng = state["numpy_rng"]
-    keys = np.asarray(rng["keys"], dtype=np.uint32)
-    np.random.set_state(("MT19937", keys, rng["pos"], rng["has_gauss"], rng["cached_gaussian"]))
+def _restore(built: Built, state: dict[str, Any], source: Path) -> None:
+    """Load a checkpoint into freshly built objects; a checkpoint that does not fit them (another
+    architecture, a damaged state) raises :class:`RunFileError` naming ``source``, before anything changes
+    on disk."""
+    try:
+        built.policy.load_state_dict(state["policy"])
+        built.algo.load_state_dict(state["algorithm"])
+        built.env.load_state_dict(state["env"])
+        torch.set_rng_state(state["torch_rng"])
+        rng = state["numpy_rng"]
+        keys = np.asarray(rng["keys"], dtype=np.uint32)
+        np.random.set_state(("MT19937", keys, rng["pos"], rng["has_gauss"], rng["cached_gaussian"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFileError(f"{source}: does not fit the run it belongs to: {reason}") from None
 
 
 def resume_training(run_dir: str | os.PathLike, total_steps: int | None = None) -> dict[str, Any]:
     """Continue an interrupted run from its ``checkpoint.pt``, in its own directory and with its saved config;
-    ``total_steps`` (optional) extends it, finished or not. Returns the summary."""
+    ``total_steps`` (optional) extends it, finished or not. Returns the summary. Missing, corrupt or foreign
+    files raise :class:`RunFileError` naming the file; nothing on disk changes before they all check out."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"rlarena resume: no run directory {str(run_dir)!r}")
-    missing = [name for name in ("config.yaml", CHECKPOINT) if not (run_dir / name).is_file()]
+        raise RunFileError(f"rlarena resume: no run directory {str(run_dir)!r}")
+    missing = [name for name in (CONFIG, CHECKPOINT) if not (run_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise RunFileError(
             f"rlarena resume: {str(run_dir)!r} has no {' and no '.join(missing)}; a run writes its "
             "checkpoint every checkpoint.every_steps steps (0 = only at the end): nothing to resume from"
         )
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    state = read_checkpoint(run_dir)
-    if "algo_config" not in state:
-        raise ConfigError(
-            f"rlarena resume: {run_dir / CHECKPOINT} was written by an older rlarena without the run's "
-            "hyper-parameters; it cannot be resumed"
-        )
-    if total_steps is not None:
-        if total_steps <= 0:
-            raise ConfigError(f"total_steps must be a positive integer, got {total_steps}")
-        cfg.total_steps = int(total_steps)
-    if int(state["step"]) >= cfg.total_steps:
-        summary_file = run_dir / SUMMARY
-        hint = "pass --total-steps to train it further"
-        if summary_file.is_file():
-            log.info("%s already finished at step %d (%s)", run_dir, int(state["step"]), hint)
-            return json.loads(summary_file.read_text(encoding="utf-8"))
-        raise ConfigError(f"rlarena resume: the checkpoint is at step {state['step']} >= total_steps; {hint}")
-    log.info("resuming %s from step %d of %d", run_dir, int(state["step"]), cfg.total_steps)
-    return run_training(cfg, run_dir, resume=state)
+    with exclusive_directory(run_dir):  # a resume racing a live run fails here, before touching anything
+        cfg = read_run_config(run_dir)
+        state = read_checkpoint(run_dir)
+        if total_steps is not None:
+            if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+                raise ConfigError(f"total_steps must be a positive integer, got {total_steps}")
+            cfg.total_steps = int(total_steps)
+        step, hint = int(state["step"]), "pass --total-steps to train it further"
+        if step >= cfg.total_steps and (run_dir / SUMMARY).is_file():
+            log.info("%s already finished at step %d (%s)", run_dir, step, hint)
+            return read_json_file(run_dir / SUMMARY)
+        if step > cfg.total_steps:
+            raise ConfigError(f"rlarena resume: the checkpoint is at step {step} > total_steps; {hint}")
+        # step == total_steps without a summary: killed before the end; the final evaluation remains
+        log.info("resuming %s from step %d of %d", run_dir, int(state["step"]), cfg.total_steps)
+        return run_training(cfg, run_dir, resume=state)
 
 
 def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:
@@ -440,33 +519,62 @@ def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:
 
 
 def hydra_task(cfg: DictConfig) -> dict[str, Any] | None:
-    """One Hydra job: skip if already finished, train, and in a sweep record a failure instead of raising."""
+    """One Hydra job: skip if already finished, resume an interrupted attempt, else train; in a sweep a
+    failure is recorded (``failed.json``) and the other jobs go on; a single run ends with one message."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    cfg = apply_env_run_defaults(cfg)  # before hashing, so a re-run finds the same hash
     try:
-        if not cfg.force:
-            done = find_finished_run(Path(hydra_cfg.runtime.cwd) / cfg.outputs_root, config_hash(cfg))
-            if done is not None and done.resolve() != run_dir.resolve():
-                log.info("skipping: an identical run already finished in %s (force=true to re-run)", done)
-                atomic_write_json(run_dir / REUSED, {"existing": str(done), "config_hash": config_hash(cfg)})
-                return {"status": "skipped", "existing": str(done)}
-        return run_training(cfg, run_dir)
-    except (ConfigError, KeyError) as exc:
-        if multirun:
-            RunDirectory(run_dir, tensorboard=False).write_failure({"error": str(exc), "kind": "config"})
-            log.error("job %s: invalid config: %s", hydra_cfg.job.num, exc)
-            return {"status": "failed", "error": str(exc)}
-        raise
+        return _hydra_job(cfg, run_dir, Path(hydra_cfg.runtime.cwd) / cfg.outputs_root)
+    except UserError as exc:
+        if not multirun:
+            raise SystemExit(report_user_error("rlarena train", exc)) from None
+        if not isinstance(exc, RunDirectoryInUse):  # another process's directory: write nothing into it
+            write_failure(run_dir, {"error": str(exc), "kind": "config"})
+        log.error("job %s: %s", hydra_cfg.job.num, exc)
+        return {"status": "failed", "error": str(exc)}
     except Exception as exc:
         if not multirun:
             raise
-        RunDirectory(run_dir, tensorboard=False).write_failure(
-            {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-        )
+        error = f"{type(exc).__name__}: {exc}"
+        write_failure(run_dir, {"error": error, "traceback": traceback.format_exc()})
         log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(exc).__name__, exc)
         return {"status": "failed", "error": str(exc)}
+
+
+def _hydra_job(cfg: DictConfig, run_dir: Path, outputs_root: Path) -> dict[str, Any]:
+    cfg = apply_env_run_defaults(cfg)  # before hashing, so a re-run finds the same hash
+    cfg_hash = config_hash(cfg)
+    with exclusive_directory(run_dir):
+        if not cfg.force:
+            if (run_dir / SUMMARY).exists():
+                summary = read_json_file(run_dir / SUMMARY)
+                if summary.get("config_hash") == cfg_hash and summary.get("status") == "finished":
+                    log.info("skipping: this run already finished in %s (force=true to re-run)", run_dir)
+                    return summary
+            done = find_finished_run(outputs_root, cfg_hash)
+            if done is not None and done.resolve() != run_dir.resolve():
+                log.info("skipping: an identical run already finished in %s (force=true to re-run)", done)
+                atomic_write_json(run_dir / REUSED, {"existing": str(done), "config_hash": cfg_hash})
+                return {"status": "skipped", "existing": str(done)}
+            state = _resumable_checkpoint(run_dir, cfg_hash)
+            if state is not None:
+                log.info("resuming the interrupted run in %s from step %d", run_dir, int(state["step"]))
+                return run_training(cfg, run_dir, resume=state)
+        return run_training(cfg, run_dir)
+
+
+def _resumable_checkpoint(run_dir: Path, cfg_hash: str) -> dict[str, Any] | None:
+    """The checkpoint of an unfinished earlier attempt of this very config in ``run_dir``, if it loads."""
+    if (run_dir / SUMMARY).exists() or not all((run_dir / f).is_file() for f in (CHECKPOINT, CONFIG)):
+        return None
+    try:
+        if config_hash(read_run_config(run_dir)) != cfg_hash:
+            return None
+        return read_checkpoint(run_dir)
+    except RunFileError as exc:
+        log.warning("not resuming from %s: %s; starting over", run_dir, exc)
+        return None

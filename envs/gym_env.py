@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlarena.errors import ConfigError
 from rlarena.normalize import RunningMeanStd
 from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
 
@@ -47,6 +48,7 @@ class GymEnvironment(Environment):
         self._discounted_return = np.zeros(self.num_envs)
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._steps_done = 0  # transitions collected (all sub-environments): fault messages name the step
         self._obs, _ = self.envs.reset(seed=settings.seed)
         # MuJoCo tasks expose their simulator data; recording it lets clips of segments be rendered later.
         self._sim_data = [getattr(e.unwrapped, "data", None) for e in self.envs.envs]
@@ -92,6 +94,25 @@ class GymEnvironment(Environment):
 
     # ---- the collector --------------------------------------------------------------------------------
 
+    def _raise_non_finite(
+        self, obs: np.ndarray, reward: np.ndarray, t: int, what: str = "observation"
+    ) -> None:
+        """Name the first non-finite value where the simulator produced it: field, sub-environment and the
+        global step (transitions since the start of training), before normalization can spread it."""
+        for i in range(self.num_envs):
+            step = self._steps_done + t * self.num_envs + i + 1
+            bad = np.flatnonzero(~np.isfinite(np.asarray(obs[i], dtype=np.float64)))
+            if bad.size:
+                raise FloatingPointError(
+                    f"{self.env_id}: non-finite {what} from sub-environment {i} at global step {step}: "
+                    f"element {int(bad[0])} is {obs[i][bad[0]]}"
+                )
+            if not np.isfinite(reward[i]):
+                raise FloatingPointError(
+                    f"{self.env_id}: non-finite reward {reward[i]} from sub-environment {i} "
+                    f"at global step {step}"
+                )
+
     @torch.no_grad()
     def collect(self, policy: Policy, num_steps: int) -> RolloutBatch:
         T, N = num_steps, self.num_envs
@@ -129,6 +150,8 @@ class GymEnvironment(Environment):
             value_buf[t] = out.value
             env_actions[t] = self._env_action(out.action)
             next_obs, reward, terminated, truncated, info = self.envs.step(env_actions[t])
+            if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
+                self._raise_non_finite(next_obs, reward, t)
             done = terminated | truncated
             terminated_buf[t] = terminated
             raw_rewards[t] = reward
@@ -138,6 +161,10 @@ class GymEnvironment(Environment):
             cut = truncated & ~terminated
             if cut.any():
                 final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
+                if not np.isfinite(final_obs).all():
+                    finals = np.zeros_like(next_obs)
+                    finals[cut] = final_obs
+                    self._raise_non_finite(finals, reward, t, "final observation")
                 bootstrap[t, cut] = policy.value(self._tensor(self.normalize_obs(final_obs))).cpu().numpy()
             self._episode_return += reward
             self._episode_length += 1
@@ -147,6 +174,7 @@ class GymEnvironment(Environment):
             self._episode_return[done] = 0.0
             self._episode_length[done] = 0
             self._obs = next_obs
+        self._steps_done += T * N
 
         last_value = policy.value(self._tensor(self.normalize_obs(self._obs)))
         return RolloutBatch(
@@ -201,12 +229,25 @@ class GymEnvironment(Environment):
 
     # ---- checkpointing --------------------------------------------------------------------------------
 
+    @property
+    def resumes_exactly(self) -> bool:
+        return all(_is_mujoco(e) for e in self.envs.envs)
+
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "obs_rms": None if self.obs_rms is None else self.obs_rms.state_dict(),
             "return_rms": None if self.return_rms is None else self.return_rms.state_dict(),
             "discounted_return": self._discounted_return.tolist(),
+            "steps_done": self._steps_done,
         }
+        if self.resumes_exactly:  # the running episodes too: a resumed run continues bit-identically
+            state["episodes"] = {
+                "obs": torch.from_numpy(np.array(self._obs)),
+                "episode_return": self._episode_return.tolist(),
+                "episode_length": self._episode_length.tolist(),
+                "simulators": [_mujoco_state(e) for e in self.envs.envs],
+            }
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.obs_rms is not None and state.get("obs_rms") is not None:
@@ -214,9 +255,68 @@ class GymEnvironment(Environment):
         if self.return_rms is not None and state.get("return_rms") is not None:
             self.return_rms.load_state_dict(state["return_rms"])
         self._discounted_return = np.asarray(state.get("discounted_return", self._discounted_return))
+        self._steps_done = int(state.get("steps_done", 0))
+        episodes = state.get("episodes")
+        if episodes is not None and self.resumes_exactly:
+            if len(episodes["simulators"]) != self.num_envs:
+                saved = len(episodes["simulators"])
+                raise ValueError(f"the checkpoint has {saved} environments, not {self.num_envs}")
+            for env, sim in zip(self.envs.envs, episodes["simulators"]):
+                _set_mujoco_state(env, sim)
+            self._obs = episodes["obs"].numpy().astype(self._obs.dtype)
+            self._episode_return = np.asarray(episodes["episode_return"], dtype=np.float64)
+            self._episode_length = np.asarray(episodes["episode_length"], dtype=np.int64)
 
     def close(self) -> None:
         self.envs.close()
+
+
+# ---- simulator state (exact resume) ---------------------------------------------------------------------
+
+
+def _is_mujoco(env: gym.Env) -> bool:
+    return hasattr(env.unwrapped, "model") and hasattr(getattr(env.unwrapped, "data", None), "qacc_warmstart")
+
+
+def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+def _mujoco_state(env: gym.Env) -> dict[str, Any]:
+    """A MuJoCo sub-environment mid-episode: every array of its ``MjData`` (the integration state, the
+    solver's warm start, and the derived quantities some tasks read before stepping, such as body
+    positions), its time, the TimeLimit's count and the env's RNG (which draws the next reset)."""
+    data = env.unwrapped.data
+    arrays = {}
+    for name in dir(data):
+        value = getattr(data, name, None) if not name.startswith("_") else None
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
+            arrays[name] = torch.from_numpy(value.copy())
+    limit = _time_limit(env)
+    return {
+        "arrays": arrays,
+        "time": float(data.time),
+        "elapsed_steps": None if limit is None else int(limit._elapsed_steps),
+        "np_random": env.unwrapped.np_random.bit_generator.state,
+    }
+
+
+def _set_mujoco_state(env: gym.Env, state: dict[str, Any]) -> None:
+    data = env.unwrapped.data
+    for name, value in state["arrays"].items():
+        target = getattr(data, name, None)
+        # Buffers sized by the contacts of the moment (efc_*, contact) are recomputed by the next step.
+        if isinstance(target, np.ndarray) and target.shape == tuple(value.shape):
+            target[...] = value.numpy()
+    data.time = state["time"]
+    limit = _time_limit(env)
+    if limit is not None and state["elapsed_steps"] is not None:
+        limit._elapsed_steps = state["elapsed_steps"]
+    env.unwrapped.np_random.bit_generator.state = state["np_random"]
 
 
 class GymTask:
@@ -229,6 +329,20 @@ class GymTask:
 
     def __call__(self, env_cfg: dict[str, Any], settings: EnvSettings) -> GymEnvironment:
         return make_gym_environment({"name": self.name, "id": self.env_id, **env_cfg}, settings)
+
+    def validate(self, env_cfg: dict[str, Any]) -> None:
+        """Refuse what would fail only once the simulator is built (before a run directory exists)."""
+        env_id = env_cfg.get("id", self.env_id)
+        try:
+            gym.spec(env_id)
+        except gym.error.Error as exc:
+            message = f"env.id={env_id!r} is not a registered gymnasium environment ({exc})"
+            raise ConfigError(message) from None
+        limit = env_cfg.get("max_episode_steps")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"env.max_episode_steps must be null or a positive integer, got {limit!r}")
+        if not isinstance(env_cfg.get("kwargs") or {}, dict):
+            raise ConfigError(f"env.kwargs must be a mapping, got {env_cfg.get('kwargs')!r}")
 
     def __repr__(self) -> str:
         return f"GymTask({self.name!r}, {self.env_id!r})"

@@ -1,7 +1,8 @@
-"""Crash-safe file writes and safe loads: a reader never sees a half-written file."""
+"""Crash-safe writes, safe loads, one writer per directory: a reader never sees a half-written file."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -10,13 +11,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .errors import RunDirectoryInUse
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (mkstemp's 0600 would hide results
+    from the rest of a team on a shared filesystem)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
 
 @contextmanager
 def _atomic_target(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.fchmod(fd, _file_mode())
     os.close(fd)
     try:
         yield tmp
@@ -54,3 +68,53 @@ def safe_torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     import torch
 
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of atomic writes a killed process left in ``folder`` (call it only while
+    holding the folder's lock, so no live writer owns them); returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+LOCK_FILE = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # folder -> (fd, depth): re-entrant within one process
+
+
+@contextmanager
+def exclusive_directory(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block; fail at once with
+    :class:`RunDirectoryInUse` naming the holder's PID if another process holds it. The OS releases the
+    lock when a process dies, so a killed run never leaves its directory locked."""
+    folder = Path(folder).resolve()
+    if folder in _held:  # the same process, one level further in (the sweep job, then its training)
+        fd, depth = _held[folder]
+        _held[folder] = (fd, depth + 1)
+        try:
+            yield folder
+        finally:
+            _held[folder] = (fd, _held[folder][1] - 1)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunDirectoryInUse(
+            f"run directory {str(folder)!r} is in use by PID {holder}: two processes must not write one run "
+            "(wait for it to finish, or choose another directory)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[folder] = (fd, 1)
+    try:
+        yield folder
+    finally:
+        del _held[folder]
+        os.close(fd)  # releases the lock; the file stays (removing it would race a waiting locker)

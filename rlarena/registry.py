@@ -24,6 +24,8 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ALGORITHM_GROUP = "rlarena.algorithms"
@@ -32,7 +34,7 @@ ENV_GROUP = "rlarena.envs"
 T = TypeVar("T")
 
 
-class UnknownPluginError(KeyError):
+class UnknownPluginError(ConfigError, KeyError):
     """Raised for a name nobody registered; the message lists what exists."""
 
     def __str__(self) -> str:  # KeyError would quote the message

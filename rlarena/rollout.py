@@ -215,8 +215,15 @@ class Environment(ABC):
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (normalizer statistics, RNG state)."""
+        """Everything needed to resume exactly (normalizer statistics, RNG state, and where it can, the
+        simulators mid-episode)."""
         return {}
+
+    @property
+    def resumes_exactly(self) -> bool:
+        """Whether ``load_state_dict(state_dict())`` continues bit-identically, running episodes included
+        (recorded in a resumed run's ``summary.json``). False: resumed environments start new episodes."""
+        return False
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state

@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from rlarena.bench import leaderboard as lbm
+from rlarena.bench.leaderboard import build_leaderboard
+from rlarena.bench.leaderboard_cli import main, parse_reference
+from rlarena.bench.results import REUSED, collect_runs
+from rlarena.bench.tables import to_markdown
 
 EVIL = "<script>alert(1)</script>"
 REPS = "200"
@@ -121,12 +124,12 @@ def report(sweep, tmp_path_factory):
     from contextlib import redirect_stdout
 
     with redirect_stdout(buf):
-        code = lbm.main([str(sweep), "--out", str(out), "--reps", REPS, "--no-progress"])
+        code = main([str(sweep), "--out", str(out), "--reps", REPS, "--no-progress"])
     return code, buf.getvalue(), out
 
 
 def test_collect_finds_runs_and_explains_every_skip(sweep):
-    collection = lbm.collect_runs([sweep], progress=False)
+    collection = collect_runs([sweep], progress=False)
     assert len(collection.runs) == 12
     reasons = {Path(s.path).name: s.reason for s in collection.skipped}
     assert set(reasons) == {"0", "1", "2", "3", "4", "5", "6"}
@@ -140,7 +143,7 @@ def test_collect_finds_runs_and_explains_every_skip(sweep):
 
 
 def test_per_env_statistics(sweep):
-    lb = lbm.build_leaderboard(lbm.collect_runs([sweep], progress=False), reps=int(REPS))
+    lb = build_leaderboard(collect_runs([sweep], progress=False), reps=int(REPS))
     assert lb.envs == ["hopper", "walker"] and lb.algos == ["a2c", "ppo"]
     ppo, a2c = lb.rows["hopper"]  # ranked by IQM
     assert (ppo.algo, a2c.algo) == ("ppo", "a2c")
@@ -157,7 +160,7 @@ def test_per_env_statistics(sweep):
 
 
 def test_across_env_statistics(sweep):
-    lb = lbm.build_leaderboard(lbm.collect_runs([sweep], progress=False), reps=int(REPS))
+    lb = build_leaderboard(collect_runs([sweep], progress=False), reps=int(REPS))
     best = lb.aggregate[0]
     assert best.algo == "ppo" and best.n_tasks == 2 and best.n_runs == 6
     normalized = [0.9, 1.0, 1.1, 0.8, 0.9, 0.85]
@@ -236,7 +239,7 @@ def test_user_strings_are_escaped(tmp_path):
     (tmp_path / "d" / ".hydra").mkdir(parents=True)
     (tmp_path / "d" / "failed.json").write_text(json.dumps({"error": f"ValueError: {EVIL}"}))
     out = tmp_path / "out"
-    assert lbm.main([str(tmp_path), "--out", str(out), "--reps", REPS, "--no-progress", "--title", EVIL]) == 0
+    assert main([str(tmp_path), "--out", str(out), "--reps", REPS, "--no-progress", "--title", EVIL]) == 0
     page_text = (out / "report.html").read_text(encoding="utf-8")
     assert EVIL not in page_text and "<b>" not in page_text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page_text
@@ -251,13 +254,13 @@ def test_duplicates_nulls_and_references(tmp_path):
     run = write_run(tmp_path / "sweep1" / "0", "ppo", "hopper", 0, 500.0, scores=(None, None))
     write_run(tmp_path / "sweep1" / "1", "ppo", "hopper", 1, 700.0, scores=(None, None))
     shutil.copytree(run, tmp_path / "sweep2" / "0")  # the same run copied elsewhere counts once
-    collection = lbm.collect_runs([tmp_path, tmp_path / "sweep1"], progress=False)  # overlapping paths
+    collection = collect_runs([tmp_path, tmp_path / "sweep1"], progress=False)  # overlapping paths
     assert len(collection.runs) == 2
     assert [s.reason.split(" of ")[0] for s in collection.skipped] == ["duplicate"]
-    lb = lbm.build_leaderboard(collection, reps=int(REPS))
+    lb = build_leaderboard(collection, reps=int(REPS))
     assert lb.unnormalized_envs == ["hopper"] and not lb.aggregate  # no constants: no normalized scores
     assert lb.rows["hopper"][0].normalized_iqm is None
-    lb = lbm.build_leaderboard(collection, reps=int(REPS), reference=lbm.parse_reference(["hopper=0,1000"]))
+    lb = build_leaderboard(collection, reps=int(REPS), reference=parse_reference(["hopper=0,1000"]))
     assert lb.aggregate[0].metrics["Mean"].value == pytest.approx(0.6)
 
 
@@ -265,11 +268,11 @@ def test_reused_sweep_jobs_are_noted_not_skipped(tmp_path):
     write_run(tmp_path / "first" / "0", "ppo", "hopper", 0, 500.0)
     rerun = tmp_path / "second" / "0"
     (rerun / ".hydra").mkdir(parents=True)
-    (rerun / lbm.REUSED).write_text(json.dumps({"existing": str(tmp_path / "first" / "0")}))
-    collection = lbm.collect_runs([tmp_path], progress=False)
+    (rerun / REUSED).write_text(json.dumps({"existing": str(tmp_path / "first" / "0")}))
+    collection = collect_runs([tmp_path], progress=False)
     assert len(collection.runs) == 1 and not collection.skipped
     assert collection.reused == [str(rerun.resolve())]
-    markdown = lbm.to_markdown(lbm.build_leaderboard(collection, reps=int(REPS)), collection)
+    markdown = to_markdown(build_leaderboard(collection, reps=int(REPS)), collection)
     assert "1 sweep job(s) reused an identical finished run" in markdown
 
 
@@ -280,7 +283,7 @@ def test_config_differences_are_flagged_and_config_fills_in_scores(tmp_path):
         (run / "config.yaml").write_text(
             config + "env: {name: hopper, random_score: 0, reference_score: 1000}\n"
         )
-    collection = lbm.collect_runs([tmp_path], progress=False)
+    collection = collect_runs([tmp_path], progress=False)
     assert collection.warnings == [
         "hopper/ppo: pooled runs differ in their config (algo.learning_rate); compare like with like"
     ]
@@ -292,19 +295,19 @@ def test_parse_reference(tmp_path):
     spec.write_text(
         "hopper: {random_score: 1, reference_score: 2}\nant: {random_score: -5, reference_score: 5}\n"
     )
-    assert lbm.parse_reference([str(spec), "ant=0,10"]) == {"hopper": (1.0, 2.0), "ant": (0.0, 10.0)}
+    assert parse_reference([str(spec), "ant=0,10"]) == {"hopper": (1.0, 2.0), "ant": (0.0, 10.0)}
     for bad in (["hopper=1"], ["hopper=2,2"], [str(tmp_path / "missing.yaml")]):
         with pytest.raises(ValueError):
-            lbm.parse_reference(bad)
+            parse_reference(bad)
 
 
 def test_nothing_to_report(tmp_path, capsys):
-    assert lbm.main([str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert main([str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
     assert "path does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert lbm.main([str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
     assert not (tmp_path / "out").exists()
-    assert lbm.main([str(tmp_path), "--reference", "x=1"]) == 2
+    assert main([str(tmp_path), "--reference", "x=1"]) == 2
 
 
 # ------------------------------------------------------------------ from a real sweep to a leaderboard

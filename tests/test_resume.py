@@ -50,7 +50,7 @@ def test_restore_reproduces_every_state_and_the_next_update(tmp_path):
     np_draw, torch_draw = np.random.rand(), torch.rand(())  # consume both global RNGs after the checkpoint
 
     second = build(cfg, explicit_keys=set())
-    _restore(second, state)
+    _restore(second, state, tmp_path / "checkpoint.pt")
     assert np.random.rand() == np_draw and torch.equal(torch.rand(()), torch_draw)
     for a, b in zip(first.policy.parameters(), second.policy.parameters()):
         assert torch.equal(a, b)

@@ -297,6 +297,10 @@ class TextEnv(Environment):
             "num_collects": self.num_collects,
         }
 
+    @property
+    def resumes_exactly(self) -> bool:
+        return True  # an episode is one response: none spans two collects
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.kl_beta = float(state["kl_beta"])

@@ -1,0 +1,302 @@
+"""The leaderboard as tables: the Markdown page and the CSV files of `rlarena leaderboard`.
+
+Also the pieces the HTML report (``report.py``) shares: number formats, the table headers and rows (with
+the escaping left to the caller), titles and the methodology notes. Every user string (algorithm and
+environment names, paths, error messages) is escaped for Markdown and guarded against spreadsheet formulas
+in CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from . import stats
+from .leaderboard import Leaderboard
+from .results import Collection, Run
+
+# ------------------------------------------------------------------------------------------- Markdown
+
+
+def ranks(scores: Sequence[float]) -> list[int]:
+    """Competition ranks of scores sorted best first: equal scores share a rank (1, 1, 3)."""
+    return [1 + sum(other > score for other in scores) for score in scores]
+
+
+def fmt(x: float | None) -> str:
+    """Compact fixed-point numbers; n/a for missing or NaN."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if abs(x) >= 100:
+        return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def fmt_ci(e: stats.Estimate | None) -> str:
+    if e is None:
+        return "n/a"
+    return f"{fmt(e.value)} [{fmt(e.low)}, {fmt(e.high)}]" if e.has_ci else f"{fmt(e.value)} (no CI)"
+
+
+def md_escape(text: str) -> str:
+    """Keep user strings (algorithm, env names, paths, error messages) from breaking a table or
+    injecting HTML into a rendered Markdown page."""
+    return (
+        str(text)
+        .replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def env_title(lb: Leaderboard, env: str) -> str:
+    ids = lb.rows[env][0].env_id if lb.rows[env] else ""
+    return f"{env} ({ids})" if ids and ids != env else env
+
+
+ENV_HEADER = [
+    "Rank",
+    "Algorithm",
+    "Seeds",
+    "Final return (mean ± std)",
+    "IQM [95% CI]",
+    "Normalized IQM",
+    "AUC",
+    "Last train return",
+    "Steps/s",
+    "Steps",
+]
+
+
+def env_table_rows(lb: Leaderboard, env: str, escape=md_escape) -> list[list[str]]:
+    return [
+        [
+            str(rank),
+            escape(row.algo),
+            str(row.n_runs),
+            f"{fmt(row.mean)} ± {fmt(row.std)}",
+            fmt_ci(row.iqm),
+            fmt_ci(row.normalized_iqm),
+            fmt(row.auc),
+            fmt(row.final_train_return),
+            fmt(row.steps_per_sec),
+            ", ".join(map(str, row.total_steps)) or "n/a",
+        ]
+        for rank, row in zip(ranks([r.iqm.value for r in lb.rows[env]]), lb.rows[env])
+    ]
+
+
+AGGREGATE_HEADER = ["Rank", "Algorithm", "Tasks", "Runs", *[f"{name} [95% CI]" for name in stats.AGGREGATES]]
+
+
+def aggregate_table_rows(lb: Leaderboard, escape=md_escape) -> list[list[str]]:
+    n_envs = len(lb.normalization)
+    return [
+        [
+            str(rank),
+            escape(row.algo),
+            f"{row.n_tasks}/{n_envs}",
+            str(row.n_runs),
+            *[fmt_ci(row.metrics[name]) for name in stats.AGGREGATES],
+        ]
+        for rank, row in zip(ranks([r.metrics["IQM"].value for r in lb.aggregate]), lb.aggregate)
+    ]
+
+
+def improvement_matrix(lb: Leaderboard, escape=md_escape) -> tuple[list[str], list[list[str]]]:
+    header = ["P(row > column)", *[escape(a) for a in lb.algos]]
+    rows = []
+    for x in lb.algos:
+        cells = [escape(x)]
+        for y in lb.algos:
+            entry = lb.improvement.get((x, y))
+            cells.append("—" if x == y else "n/a" if entry is None else fmt_ci(entry[0]))
+        rows.append(cells)
+    return header, rows
+
+
+def methodology(lb: Leaderboard) -> list[str]:
+    pct = f"{lb.confidence:.0%}"
+    return [
+        "A run's score is the mean return of its final evaluation; seeds are the runs of one algorithm on "
+        "one environment.",
+        f"IQM is the interquartile mean (25% trimmed mean; with fewer than 4 seeds it equals the mean). "
+        f"Intervals are {pct} percentile intervals of a stratified bootstrap ({lb.reps} resamples; runs "
+        "resampled within each environment). 'no CI' means a single run.",
+        "AUC is the area under the evaluation curve divided by its step range (the curve's average return).",
+        "Normalized score = (score - random) / (reference - random). Aggregates pool the normalized scores "
+        "of the environments with both constants; an algorithm missing some of them shows it in 'Tasks'.",
+        "Probability of improvement P(X > Y): the chance that a run of X beats a run of Y on the same "
+        "environment (ties count half), averaged over the environments both ran.",
+    ]
+
+
+def reused_note(collection: Collection) -> str:
+    n = len(collection.reused)
+    return f" {n} sweep job(s) reused an identical finished run instead of training." if n else ""
+
+
+def to_markdown(lb: Leaderboard, collection: Collection) -> str:
+    out = [
+        "# rlarena leaderboard",
+        "",
+        f"{lb.n_runs} runs: {len(lb.algos)} algorithms x {len(lb.envs)} environments; "
+        f"{len(collection.skipped)} skipped.{reused_note(collection)}",
+        "",
+    ]
+    if lb.aggregate:
+        out += [
+            "## Across environments (normalized: random = 0, reference = 1)",
+            "",
+            _md_table(AGGREGATE_HEADER, aggregate_table_rows(lb)),
+            "",
+        ]
+    if lb.unnormalized_envs:
+        names = ", ".join(md_escape(e) for e in lb.unnormalized_envs)
+        out += [f"Not in the aggregate (no random/reference score recorded): {names}.", ""]
+    if lb.improvement:
+        header, rows = improvement_matrix(lb)
+        out += ["### Probability of improvement", "", _md_table(header, rows), ""]
+    for env in lb.envs:
+        out += [f"## {md_escape(env_title(lb, env))}", "", _md_table(ENV_HEADER, env_table_rows(lb, env)), ""]
+    if collection.skipped:
+        rows = [[md_escape(s.path), md_escape(s.reason)] for s in collection.skipped]
+        out += [f"## Skipped ({len(collection.skipped)})", "", _md_table(["Path", "Reason"], rows), ""]
+    if collection.warnings:
+        out += ["## Warnings", "", *[f"- {md_escape(w)}" for w in collection.warnings], ""]
+    out += ["## How to read this", "", *[f"- {line}" for line in methodology(lb)], ""]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------ CSV
+
+
+def _csv_cell(value: Any) -> Any:
+    """Numbers as numbers (NaN/None empty); strings guarded against spreadsheet formula injection."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else repr(value)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv(header: list[str], rows: Iterable[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[_csv_cell(v) for v in row] for row in rows])
+    return buf.getvalue()
+
+
+def _ci_cells(e: stats.Estimate | None) -> list[float | None]:
+    return [None, None, None] if e is None else [e.value, e.low, e.high]
+
+
+def _run_row(run: Run, normalization: dict[str, tuple[float, float]]) -> list[Any]:
+    normalized = (
+        stats.normalize(run.final_return, *normalization[run.env]) if run.env in normalization else None
+    )
+    return [
+        str(run.path),
+        run.algo,
+        run.env,
+        run.seed,
+        run.total_steps,
+        run.final_return,
+        None if normalized is None else float(normalized),
+        run.auc,
+        run.final_train_return,
+        run.steps_per_sec,
+        run.wall_time_s,
+        run.config_hash,
+    ]
+
+
+def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
+    """File name -> CSV text: the tables in long, machine-friendly form."""
+    env_header = [
+        "env",
+        "env_id",
+        "algo",
+        "rank",
+        "n_seeds",
+        "seeds",
+        "total_steps",
+        "mean",
+        "std",
+        "iqm",
+        "iqm_low",
+        "iqm_high",
+        "normalized_iqm",
+        "normalized_iqm_low",
+        "normalized_iqm_high",
+        "auc",
+        "final_train_return",
+        "steps_per_sec",
+    ]
+    env_rows = [
+        [
+            row.env,
+            row.env_id,
+            row.algo,
+            rank,
+            row.n_runs,
+            " ".join(map(str, row.seeds)),
+            " ".join(map(str, row.total_steps)),
+            row.mean,
+            row.std,
+            *_ci_cells(row.iqm),
+            *_ci_cells(row.normalized_iqm),
+            row.auc,
+            row.final_train_return,
+            row.steps_per_sec,
+        ]
+        for env in lb.envs
+        for rank, row in zip(ranks([r.iqm.value for r in lb.rows[env]]), lb.rows[env])
+    ]
+    metric_keys = [name.lower().replace(" ", "_") for name in stats.AGGREGATES]
+    metric_cols = [f"{key}{suffix}" for key in metric_keys for suffix in ("", "_low", "_high")]
+    aggregate_rows = [
+        [row.algo, row.n_tasks, row.n_runs, *[v for m in stats.AGGREGATES for v in _ci_cells(row.metrics[m])]]
+        for row in lb.aggregate
+    ]
+    runs_header = [
+        "path",
+        "algo",
+        "env",
+        "seed",
+        "total_steps",
+        "final_return",
+        "normalized_return",
+        "auc",
+        "final_train_return",
+        "steps_per_sec",
+        "wall_time_s",
+        "config_hash",
+    ]
+    return {
+        "leaderboard.csv": _csv(env_header, env_rows),
+        "aggregate.csv": _csv(["algo", "n_tasks", "n_runs", *metric_cols], aggregate_rows),
+        "probability_of_improvement.csv": _csv(
+            ["algo_x", "algo_y", "n_tasks", "p_x_better", "low", "high"],
+            [[x, y, n, *_ci_cells(e)] for (x, y), (e, n) in lb.improvement.items()],
+        ),
+        "runs.csv": _csv(runs_header, [_run_row(r, lb.normalization) for r in collection.runs]),
+        "skipped.csv": _csv(["path", "reason"], [[s.path, s.reason] for s in collection.skipped]),
+    }
