@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 CSRC    = $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
 export MUJOCO_GL ?= egl
 
-.PHONY: setup run test lint bench smoke-leaderboard clean
+.PHONY: setup run test test-isa lint bench smoke-leaderboard clean
 
 setup: $(STAMP)
 
@@ -23,9 +23,17 @@ $(STAMP): setup.py pyproject.toml $(CSRC)
 run: $(STAMP)            ## the main job: PPO on Hopper-v5 (~5 min on 2 CPU cores)
 	$(BIN)/rlarena train
 
+# One worker per core (2 on CI); loadgroup keeps the tests that share one trained model on one worker.
+PYTEST = $(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadgroup
+
 test: $(STAMP)           ## the whole test suite
 	bash scripts/ensure-test-deps.sh
-	$(BIN)/python -m pytest -n auto --maxprocesses 4   # one worker per core (2 on CI)
+	$(PYTEST)
+
+# The learning tests again with the project's kernels and torch pinned to AVX2: the arithmetic of another
+# CPU's code paths (docs/reproducibility.md). CI runs it after `make test`.
+test-isa: $(STAMP)       ## the learning tests under RLARENA_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2
+	RLARENA_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 $(PYTEST) -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

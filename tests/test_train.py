@@ -127,18 +127,3 @@ def test_env_run_defaults_apply_unless_set_on_command_line():
     assert applied.total_steps == 123 and applied.eval.episodes == 7 and cfg.total_steps == 300000
     kept = apply_env_run_defaults(cfg, explicit_keys={"total_steps"})
     assert kept.total_steps == 300000 and kept.eval.episodes == 7
-
-
-def test_ppo_learns_inverted_pendulum(tmp_path):
-    """Seeded; about 20 s on one core. PPO balances the pendulum (max return 1000)."""
-    cfg = load_config(
-        [
-            "env=invertedpendulum",
-            "total_steps=30000",
-            "eval.every_steps=0",
-            "progress=false",
-            "tensorboard=false",
-        ]
-    )
-    summary = run_training(cfg, tmp_path / "run", explicit_keys=set())
-    assert summary["eval_return_mean"] >= 500, summary
