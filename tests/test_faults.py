@@ -321,8 +321,8 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     assert summary["eval_returns"] == whole_summary["eval_returns"]
 
 
-def test_the_label_store_write_helper_is_atomic(tmp_path):
-    # A JSON result write never leaves a half file behind, even when the target is read concurrently.
+def test_atomic_json_write_leaves_only_the_target(tmp_path):
+    # The temp file of an atomic write is renamed over the target: nothing else is left in the folder.
     target = tmp_path / "x.json"
     atomic_write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [target]
