@@ -17,7 +17,9 @@ $(STAMP): setup.py pyproject.toml $(CSRC)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# Pinned: an unpinned torch may pull a multi-GB CUDA build; 2.13.0 CPU comes from local disk here.
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
+	# The filter hides setuptools' notice on every editable install ("folders with the same name as your
+	# package"): this checkout is laid out that way on purpose (setup.py maps the folders into rlarena.*).
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
 run: $(STAMP)            ## the main job: PPO on Hopper-v5 (~5 min on 2 CPU cores)

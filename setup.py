@@ -106,7 +106,7 @@ ext_modules, cmdclass = _extensions()
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"rlarena.conf": ["*.yaml", "**/*.yaml"], "rlarena.envs": ["text/data/*.jsonl"]},
+    package_data={"rlarena.conf": ["*.yaml", "**/*.yaml"], "rlarena.envs.text.data": ["*.jsonl"]},
     include_package_data=True,
     ext_modules=ext_modules,
     cmdclass=cmdclass,

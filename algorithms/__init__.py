@@ -1,7 +1,7 @@
 """Built-in algorithm plugins. Importing this package registers every module's algorithms.
 
-Adding an algorithm is adding a module here (decorated with ``@register_algorithm``) and
-``conf/algo/<name>.yaml``.
+Adding an algorithm is adding a module here, decorated with ``@register_algorithm``; its ``Config``
+dataclass is its configuration (docs/adding-an-algorithm.md).
 """
 
 import importlib

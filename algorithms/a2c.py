@@ -30,12 +30,14 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
 @dataclass
 class A2CConfig(AlgoConfig):
+    """Synchronous advantage actor-critic: stable-baselines3's defaults, 8 envs (``algo=a2c``)."""
+
     name: str = "a2c"
     num_envs: int = 8
     num_steps: int = 8
     gae_lambda: float = 1.0  # 1 = n-step returns
     learning_rate: float = 7e-4
-    optimizer: str = "rmsprop"
+    optimizer: str = "rmsprop"  # rmsprop | adam | sgd
     rms_alpha: float = 0.99
     optimizer_eps: float = 1e-5
     ent_coef: float = 0.0
@@ -89,7 +91,6 @@ class A2C(Algorithm):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = self.clip_and_step(self.optimizer, self.params)
-        self.num_updates += 1
         return {
             "policy_loss": policy_loss.item(),
             "value_loss": value_loss.item(),

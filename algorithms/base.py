@@ -2,11 +2,13 @@
 
 An algorithm is a class registered with ``@register_algorithm(name)`` that owns:
 
-* ``Config``: a dataclass of its hyper-parameters. ``conf/algo/<name>.yaml`` fills it; unknown keys, wrong
-  types and out-of-range values are refused in ``__post_init__`` before any work starts.
+* ``Config``: a dataclass of its hyper-parameters, their one source: it is the Hydra option
+  ``algo=<name>`` (bench/configs.py), so unknown keys and wrong types are refused while composing, and
+  out-of-range values in ``__post_init__``, before any work starts.
 * ``__init__(cfg, policy, seed=...)``: builds its optimizers around a built
   :class:`~rlarena.rollout.Policy`.
-* ``update(batch) -> metrics``: one rollout batch in, parameter updates done, float metrics out.
+* ``update(batch) -> metrics``: one rollout batch in, parameter updates done, float metrics out. The
+  training loop calls it through ``learn``, which counts updates (``num_updates``).
 * ``state_dict``/``load_state_dict`` for exact resume.
 
 The whole update of an algorithm lives in its own file and reads top to bottom.
@@ -22,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from rlarena import ops
+from rlarena.activations import ACTIVATIONS
 from rlarena.errors import ConfigError  # plugins import it from here too
 from rlarena.rollout import Policy, RolloutBatch
 
@@ -65,8 +68,8 @@ class PolicyConfig:
             f"policy.hidden_sizes must be positive, got {self.hidden_sizes}",
         )
         check(
-            self.activation in ("tanh", "relu", "elu"),
-            f"policy.activation must be tanh|relu|elu, got {self.activation!r}",
+            self.activation in ACTIVATIONS,
+            f"policy.activation must be {'|'.join(ACTIVATIONS)}, got {self.activation!r}",
         )
 
 
@@ -122,6 +125,12 @@ class Algorithm(ABC):
     @abstractmethod
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """Turn one rollout batch into parameter updates; return float metrics."""
+
+    def learn(self, batch: RolloutBatch) -> dict[str, float]:
+        """One counted update: what the training loop (and an algorithm wrapping another) calls."""
+        metrics = self.update(batch)
+        self.num_updates += 1
+        return metrics
 
     def set_progress(self, fraction: float) -> None:
         """Called by the training loop before each update (learning-rate annealing)."""

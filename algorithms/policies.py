@@ -14,9 +14,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from rlarena.activations import activation as activation_module
 from rlarena.rollout import ActOutput, EvalOutput, Policy
-
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
 def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
@@ -28,7 +27,7 @@ def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) 
 def mlp(sizes: list[int], activation: str, out_dim: int, out_gain: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [layer_init(nn.Linear(a, b)), ACTIVATIONS[activation]()]
+        layers += [layer_init(nn.Linear(a, b)), activation_module(activation)()]
     layers.append(layer_init(nn.Linear(sizes[-1], out_dim), gain=out_gain))
     return nn.Sequential(*layers)
 
@@ -60,7 +59,7 @@ class MLPActorCritic(Policy):
         self.shared = shared
         if shared:
             self.trunk = mlp([obs_dim, *hidden[:-1]], activation, hidden[-1], math.sqrt(2))
-            self.trunk.append(ACTIVATIONS[activation]())
+            self.trunk.append(activation_module(activation)())
             self.actor_head = layer_init(nn.Linear(hidden[-1], act_dim), gain=0.01)
             self.critic_head = layer_init(nn.Linear(hidden[-1], 1), gain=1.0)
         else:

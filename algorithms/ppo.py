@@ -31,6 +31,8 @@ from .base import (
 
 @dataclass
 class PPOConfig(AlgoConfig):
+    """PPO for continuous control: CleanRL's ppo_continuous_action defaults (``algo=ppo``)."""
+
     name: str = "ppo"
     num_minibatches: int = 32
     update_epochs: int = 10
@@ -38,7 +40,7 @@ class PPOConfig(AlgoConfig):
     clip_vloss: bool = True
     ent_coef: float = 0.0
     vf_coef: float = 0.5
-    norm_adv: bool = True
+    normalize_advantages: bool = True
     target_kl: float | None = None
     adam_eps: float = 1e-5
 
@@ -81,7 +83,7 @@ class PPO(Algorithm):
             for mb in batch.minibatches(cfg.num_minibatches, self.generator):
                 out = self.policy.evaluate(mb.obs, mb.actions)
                 advantages = mb.valid(mb.advantages)
-                if cfg.norm_adv:
+                if cfg.normalize_advantages:
                     advantages = normalize(advantages)
                 policy_loss, clip_fraction, approx_kl = ops.clipped_surrogate_loss(
                     mb.valid(out.logp), mb.valid(mb.old_logp), advantages, cfg.clip_coef
@@ -108,7 +110,6 @@ class PPO(Algorithm):
             if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
                 break
 
-        self.num_updates += 1
         valid = batch.mask
         values = batch.values if valid is None else batch.values[valid]
         returns = batch.returns if valid is None else batch.returns[valid]

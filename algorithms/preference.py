@@ -20,7 +20,7 @@ logged here (``pref/reward_corr``: how well the predicted reward tracks the true
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,20 +35,10 @@ from .base import AlgoConfig, Algorithm, ConfigError, PolicyConfig, check, check
 from .labelers import Labeler, LabelerConfig, labeler_config, make_labeler
 from .reward_model import RewardModelConfig, RewardModelTrainer, reward_model_config
 
-# AlgoConfig fields that belong to the inner algorithm. Left unset (null) here, they take the inner value;
-# set here, they are forwarded to it. Either way the training loop reads the inner algorithm's values.
-INNER_FIELDS = (
-    "num_envs",
-    "num_steps",
-    "gamma",
-    "gae_lambda",
-    "learning_rate",
-    "anneal_lr",
-    "max_grad_norm",
-    "normalize_observations",
-    "normalize_rewards",
-    "policy",
-)
+# AlgoConfig's fields belong to the inner algorithm. PreferenceConfig redeclares each as nullable: left
+# unset (null) it takes the inner value; set, it is forwarded. Either way the training loop reads the inner
+# algorithm's values. (A field added to AlgoConfig without a nullable copy here fails at import.)
+INNER_FIELDS = tuple(f.name for f in fields(AlgoConfig) if f.name != "name")
 # What the inner algorithm must not see: the environment's reward in any form.
 TRUE_REWARD_KEYS = ("raw_rewards", "episode_returns")
 
@@ -79,7 +69,7 @@ class PreferenceConfig(AlgoConfig):
     # The inner on-policy algorithm and its hyper-parameters (its Config defaults, then these overrides).
     inner: str = "ppo"
     inner_overrides: dict[str, Any] = field(default_factory=dict)
-    # Shared AlgoConfig fields: null = the inner algorithm's value (see INNER_FIELDS).
+    # AlgoConfig's fields (INNER_FIELDS): null = the inner algorithm's value.
     num_envs: int | None = None
     num_steps: int | None = None
     gamma: float | None = None
@@ -211,6 +201,11 @@ def cut_segments(
 
 def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+_not_nullable = [f.name for f in fields(PreferenceConfig) if f.name in INNER_FIELDS and f.default is not None]
+if _not_nullable:  # the contract above, enforced where it is written
+    raise TypeError(f"PreferenceConfig must redeclare {_not_nullable} with default None")
 
 
 @register_algorithm("preference")
@@ -352,8 +347,7 @@ class PreferenceLearning(Algorithm):
             rewards = self._scale_rewards(rewards, arrays["dones"])
         predicted = torch.from_numpy(rewards).to(device=batch.rewards.device, dtype=batch.rewards.dtype)
         info = {k: v for k, v in batch.info.items() if k not in TRUE_REWARD_KEYS}
-        metrics = self.inner.update(batch.replace(rewards=predicted, info=info))
-        self.num_updates += 1
+        metrics = self.inner.learn(batch.replace(rewards=predicted, info=info))
 
         metrics.update(
             {

@@ -30,6 +30,8 @@ from .base import (
 
 @dataclass
 class ReinforceConfig(AlgoConfig):
+    """REINFORCE (vanilla policy gradient) with a learned value baseline (``algo=reinforce``)."""
+
     name: str = "reinforce"
     num_steps: int = 2048
     gae_lambda: float = 1.0  # 1 = Monte-Carlo reward-to-go; < 1 turns this into VPG with GAE
@@ -37,7 +39,7 @@ class ReinforceConfig(AlgoConfig):
     baseline: bool = True
     vf_learning_rate: float = 1e-3
     vf_iters: int = 5
-    whole_episodes: bool = False
+    whole_episodes: bool = False  # true: drop each env's unfinished last episode (no bootstrapping at all)
     normalize_advantages: bool = True
     ent_coef: float = 0.0
 
@@ -122,5 +124,4 @@ class Reinforce(Algorithm):
             if cfg.vf_iters:
                 metrics["value_loss"] = value_loss.item()
             metrics["explained_variance"] = explained_variance(mb.valid(mb.old_values), returns)
-        self.num_updates += 1
         return metrics

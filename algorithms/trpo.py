@@ -38,6 +38,8 @@ from .base import (
 
 @dataclass
 class TRPOConfig(AlgoConfig):
+    """TRPO: sb3-contrib's defaults (``algo=trpo``)."""
+
     name: str = "trpo"
     num_steps: int = 2048
     max_kl: float = 0.01
@@ -46,6 +48,7 @@ class TRPOConfig(AlgoConfig):
     line_search_shrink: float = 0.8
     line_search_max_iter: int = 10
     learning_rate: float = 1e-3  # the value function's Adam learning rate (the policy step is set by max_kl)
+    anneal_lr: bool = False  # sb3-contrib's TRPO keeps the value function's learning rate constant
     vf_epochs: int = 10
     vf_minibatches: int = 16
     normalize_advantages: bool = True
@@ -162,7 +165,6 @@ class TRPO(Algorithm):
                 vector_to_parameters(old_params, self.actor_params)
 
         value_loss = self._fit_value(batch)
-        self.num_updates += 1
         return {
             "surrogate_improvement": surrogate_after - surrogate_before.item(),
             "kl": kl_after,

@@ -44,9 +44,10 @@ FAILED_JOBS: list[str] = []
 def train_main(argv: list[str]) -> int:
     import hydra
 
-    from .train import hydra_task, register_resolvers, with_plugin_search_path
+    from .configs import prepare_hydra, with_plugin_search_path
+    from .train import hydra_task
 
-    register_resolvers()
+    prepare_hydra()  # the algorithms' Config dataclasses become the options of algo=...
     if not any(a.startswith("-") for a in argv):  # one run: check it all before Hydra makes its directory
         problem = check_train_overrides(argv)
         if problem is not None:
@@ -62,21 +63,15 @@ def train_main(argv: list[str]) -> int:
 def check_train_overrides(argv: list[str]) -> int | None:
     """Compose and validate a single run's config as training would; on bad input print one paragraph and
     return the exit code (2), else None. (A sweep's jobs are checked one by one as they start.)"""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from rlarena.errors import ConfigError, UserError, report
+    from rlarena.errors import UserError, report
 
     from .train import load_config, validate
 
     explicit = {a.split("=", 1)[0].lstrip("+~") for a in argv}
     try:
-        validate(load_config(argv), explicit_keys=explicit)
+        validate(load_config(argv), explicit_keys=explicit)  # composition errors arrive as ConfigError
     except UserError as exc:
         return report("rlarena train", exc)
-    except (HydraException, OmegaConfBaseException) as exc:  # unknown group option, bad override syntax
-        message = str(exc).split("\nConfig search path:")[0].strip()  # the search path is noise here
-        return report("rlarena train", ConfigError(message))
     return None
 
 

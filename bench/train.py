@@ -30,6 +30,12 @@ from rlarena.io import atomic_write_json, exclusive_directory, remove_stale_temp
 from rlarena.registry import get_algorithm, get_env
 from rlarena.rollout import Environment, EnvSettings, Policy
 
+from .configs import (  # noqa: F401  (load_config and build_algo_config: the API tests and scripts use)
+    algo_config_from_dict,
+    apply_env_run_defaults,
+    build_algo_config,
+    load_config,
+)
 from .results import (
     CHECKPOINT,
     CONFIG,
@@ -41,7 +47,6 @@ from .results import (
     RunDirectory,
     clear_run_files,
     find_finished_run,
-    flatten,
     read_checkpoint,
     read_json_file,
     read_run_config,
@@ -59,98 +64,7 @@ class Built:
     algo_cfg: AlgoConfig
 
 
-# ---- configuration ------------------------------------------------------------------------------------
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("slug"):  # env names like text/arithmetic become one path component
-        OmegaConf.register_new_resolver("slug", lambda s: str(s).replace("/", "-"))
-
-
-PLUGIN_CONF_GROUP = "rlarena.conf"
-
-
-def with_plugin_search_path(overrides: list[str]) -> list[str]:
-    """Add the config folders third-party plugins declare (entry-point group ``rlarena.conf``, value: a
-    package such as ``myplugin.conf`` holding ``algo/<name>.yaml``) to Hydra's search path."""
-    import importlib.metadata
-
-    paths = [f"pkg://{ep.value}" for ep in importlib.metadata.entry_points(group=PLUGIN_CONF_GROUP)]
-    if not paths:
-        return overrides
-    rest = []
-    for o in overrides:  # merge with a search path given on the command line
-        if o.startswith("hydra.searchpath="):
-            paths = [p.strip() for p in o.split("=", 1)[1].strip("[]").split(",") if p.strip()] + paths
-        else:
-            rest.append(o)
-    return [*rest, f"hydra.searchpath=[{','.join(paths)}]"]
-
-
-def load_config(overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``conf/config.yaml`` with overrides, as ``rlarena train`` would (for tests and scripts)."""
-    from hydra import compose, initialize_config_module
-
-    register_resolvers()
-    with initialize_config_module(config_module="rlarena.conf", version_base=None):
-        return compose(config_name="config", overrides=with_plugin_search_path(list(overrides or [])))
-
-
-def command_line_keys() -> set[str]:
-    """Dotted keys set on the command line (``algo.num_envs=8`` -> ``algo.num_envs``), if under Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = HydraConfig.get().overrides.task
-    except (ImportError, ValueError):
-        return set()
-    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-
-
-def build_algo_config(cfg: DictConfig, explicit_keys: set[str] | None = None) -> AlgoConfig:
-    """Validate ``cfg.algo`` against the algorithm's Config dataclass (types, unknown keys, ranges).
-
-    Precedence: ``conf/algo/<name>.yaml`` < the env's ``algo_defaults`` (for the keys the algorithm has) <
-    the command line.
-    """
-    algo_cls = get_algorithm(cfg.algo.name)
-    algo_dict = OmegaConf.to_container(cfg.algo, resolve=True)
-    explicit = command_line_keys() if explicit_keys is None else explicit_keys
-    env_defaults = cfg.env.get("algo_defaults")
-    env_defaults = OmegaConf.to_container(env_defaults, resolve=True) if env_defaults else {}
-    known = set(algo_cls.Config.__dataclass_fields__)
-    for key, value in env_defaults.items():
-        if key in known and f"algo.{key}" not in explicit:
-            algo_dict[key] = value
-    return algo_config_from_dict(cfg.algo.name, algo_dict)
-
-
-def algo_config_from_dict(name: str, algo_dict: dict[str, Any]) -> AlgoConfig:
-    """The algorithm's Config dataclass from plain values, validated (``ConfigError`` says what is wrong)."""
-    algo_cls = get_algorithm(name)
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(algo_cls.Config), algo_dict)
-        return OmegaConf.to_object(merged)
-    except ConfigError as exc:
-        raise ConfigError(f"invalid algo config for {name!r}: {exc}") from None
-    except Exception as exc:  # OmegaConf's type and key errors: say which key, in one line
-        key, msg = getattr(exc, "full_key", None), getattr(exc, "msg", None) or str(exc)
-        where = f"algo.{key}: " if key else ""
-        raise ConfigError(f"invalid algo config for {name!r}: {where}{msg.strip().splitlines()[0]}") from None
-
-
-def apply_env_run_defaults(cfg: DictConfig, explicit_keys: set[str] | None = None) -> DictConfig:
-    """Apply the env's ``run_defaults`` (e.g. a text task's shorter ``total_steps``) to the top-level config,
-    for every key not set on the command line. Idempotent; returns a new config."""
-    defaults = cfg.env.get("run_defaults")
-    if not defaults:
-        return cfg
-    explicit = command_line_keys() if explicit_keys is None else explicit_keys
-    cfg = cfg.copy()
-    for key, value in flatten(OmegaConf.to_container(defaults, resolve=True)).items():
-        if key not in explicit:
-            OmegaConf.update(cfg, key, value, merge=False)
-    return cfg
+# ---- validation ---------------------------------------------------------------------------------------
 
 
 def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None, note: str = "") -> None:
@@ -387,7 +301,7 @@ def _train(
     for iteration in range(first_iter, num_iters):
         algo.set_progress(step / (num_iters * steps_per_iter))
         batch = env.collect(policy, algo.rollout_length)
-        metrics = algo.update(batch)
+        metrics = algo.learn(batch)
         step += steps_per_iter
         recent = (recent + list(batch.info.get("episode_returns", [])))[-20:]
         elapsed = time.perf_counter() - start - eval_time

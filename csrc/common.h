@@ -1,8 +1,11 @@
-// Shared input validation for the rlarena ops (used by the CPU and the CUDA bindings). Errors surface in
-// Python as TypeError (dtype), ValueError (shape, gamma, lam, clip_coef) and RuntimeError (device).
+// What every device's wrapper of an rlarena op does before its kernel runs (used by the CPU and the CUDA
+// bindings): check the inputs, make them contiguous once, allocate the outputs. Errors surface in Python as
+// TypeError (dtype), ValueError (shape, gamma, lam, clip_coef) and RuntimeError (device).
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/DeviceType.h>
 #include <c10/util/Exception.h>
 
 #include <utility>
@@ -66,6 +69,56 @@ inline void check_value_loss_inputs(const at::Tensor& value, const at::Tensor& o
                                     double clip_coef) {
   check_fused_loss_inputs("clipped_value_loss", value, "value", old_value, "old_value", returns, "returns",
                           clip_coef, " (inf: no clipping)");
+}
+
+// A kernel registered for one device type was handed a tensor on another (a dispatcher bug, not a user's).
+inline void check_kernel_device(const at::Tensor& t, c10::DeviceType device, const char* op) {
+  TORCH_CHECK(t.device().type() == device, "rlarena.", op, ": ", c10::DeviceTypeName(device),
+              " kernel called with a tensor on ", t.device());
+}
+
+// GAE's inputs, checked and contiguous, with its two outputs allocated.
+struct GaeIO {
+  at::Tensor rewards, values, dones, last_value;  // inputs [T, N] and [N]
+  at::Tensor advantages, returns;                 // outputs [T, N]
+};
+
+inline GaeIO prepare_gae(const at::Tensor& rewards, const at::Tensor& values, const at::Tensor& dones,
+                         const at::Tensor& last_value, double gamma, double lam, c10::DeviceType device) {
+  check_gae_inputs(rewards, values, dones, last_value, gamma, lam);
+  check_kernel_device(rewards, device, "gae");
+  GaeIO io{rewards.contiguous(), values.contiguous(), dones.contiguous(), last_value.contiguous(), {}, {}};
+  io.advantages = at::empty(io.rewards.sizes(), io.rewards.options());
+  io.returns = at::empty(io.rewards.sizes(), io.rewards.options());
+  return io;
+}
+
+// A fused loss's three inputs, checked and contiguous, with d loss / d input allocated; `scalar()` makes a
+// 0-dim output of the inputs' dtype and device.
+struct FusedLossIO {
+  at::Tensor input, second, third;  // input: the tensor the gradient is for (logp, value)
+  at::Tensor grad;                  // d loss / d input, shaped like input
+  at::Tensor scalar() const { return at::empty({}, input.options()); }
+};
+
+inline FusedLossIO prepare_fused_loss(const at::Tensor& input, const at::Tensor& second, const at::Tensor& third,
+                                      c10::DeviceType device, const char* op) {
+  check_kernel_device(input, device, op);
+  FusedLossIO io{input.contiguous(), second.contiguous(), third.contiguous(), {}};
+  io.grad = at::empty(io.input.sizes(), io.input.options());
+  return io;
+}
+
+inline FusedLossIO prepare_surrogate_loss(const at::Tensor& logp, const at::Tensor& old_logp,
+                                          const at::Tensor& advantages, double clip_coef, c10::DeviceType device) {
+  check_loss_inputs(logp, old_logp, advantages, clip_coef);
+  return prepare_fused_loss(logp, old_logp, advantages, device, "clipped_surrogate_loss");
+}
+
+inline FusedLossIO prepare_value_loss(const at::Tensor& value, const at::Tensor& old_value, const at::Tensor& returns,
+                                      double clip_coef, c10::DeviceType device) {
+  check_value_loss_inputs(value, old_value, returns, clip_coef);
+  return prepare_fused_loss(value, old_value, returns, device, "clipped_value_loss");
 }
 
 }  // namespace rlarena

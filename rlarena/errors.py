@@ -16,7 +16,13 @@ class ConfigError(UserError, ValueError):
 
 
 class RunFileError(UserError):
-    """A run file that is missing, corrupt or written by something else; the message names the file."""
+    """A file (a run's, or an artifact a run reads) that is missing, corrupt or written by something else;
+    the message names the file."""
+
+
+class MissingFileError(RunFileError, FileNotFoundError):
+    """A file a command needs does not exist (a checkpoint an earlier pipeline step makes, a local model
+    folder); the message names the file and the command that makes it."""
 
 
 class RunDirectoryInUse(UserError):

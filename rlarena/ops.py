@@ -2,7 +2,7 @@
 
 ``gae``, ``clipped_surrogate_loss``, ``clipped_surrogate_loss_and_grad`` (the same loss with its gradient
 returned instead of going through autograd) and ``clipped_value_loss`` run the compiled ``torch.ops.rlarena``
-kernels (C++/OpenMP on the CPU, CUDA on the GPU; the value loss runs torch ops on the GPU for now) when the
+kernels (C++/OpenMP on the CPU, CUDA on the GPU) when the
 extension ``rlarena._C`` is built, and the pure-torch references (``*_reference``) otherwise: then a warning
 says why, once. Set ``RLARENA_FORCE_REFERENCE=1`` to use the references on purpose; ``backend()`` says which
 is in use.
@@ -82,18 +82,6 @@ def clipped_value_loss_reference(value, old_value, returns, clip_coef: float = m
     """PPO's clipped value loss composed of torch ops; see ``clipped_value_loss``."""
     clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
     return 0.5 * torch.maximum((value - returns) ** 2, (clipped - returns) ** 2).mean()
-
-
-def _value_loss_and_grad_composed(value, old_value, returns, clip_coef: float):
-    """The clipped value loss and its gradient with respect to ``value``, in torch ops, without autograd (what
-    the fused kernel computes; the op's implementation on devices without a kernel of their own)."""
-    step = value - old_value
-    err = value - returns
-    err_clipped = old_value + step.clamp(-clip_coef, clip_coef) - returns
-    u, w = err * err, err_clipped * err_clipped
-    inside = (step >= -clip_coef) & (step <= clip_coef)
-    grad = torch.where(u >= w, err, torch.where(inside, err_clipped, torch.zeros_like(err))) / value.numel()
-    return 0.5 * torch.maximum(u, w).mean(), grad
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -214,9 +202,11 @@ def backend() -> str:
     return _BACKEND
 
 
-if _BACKEND == "compiled":
-    _gae_impl = torch.ops.rlarena.gae.default
-    _loss_impl = torch.ops.rlarena.clipped_surrogate_loss.default
+_COMPILED = _BACKEND == "compiled"
+
+
+def _register_fake_kernels() -> None:
+    """Shape-only kernels of the compiled ops, for torch.compile and FakeTensor tracing."""
 
     @torch.library.register_fake("rlarena::gae")
     def _gae_fake(rewards, values, dones, last_value, gamma, lam):
@@ -233,40 +223,18 @@ if _BACKEND == "compiled":
         scalar = logp.new_empty(())
         return scalar, logp.new_empty(()), logp.new_empty(()), logp.new_empty(logp.shape)
 
-    _value_loss_impl = torch.ops.rlarena.clipped_value_loss.default
-
     @torch.library.register_fake("rlarena::clipped_value_loss")
     def _value_loss_fake(value, old_value, returns, clip_coef):
         torch._check(old_value.shape == value.shape, lambda: "rlarena.clipped_value_loss: shape mismatch")
         torch._check(returns.shape == value.shape, lambda: "rlarena.clipped_value_loss: shape mismatch")
         return value.new_empty(()), value.new_empty(value.shape)
 
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("rlarena::clipped_value_loss", "CUDA"):
-        # No CUDA kernel for the value loss (yet): on the GPU the op runs the same math as torch ops.
-        @torch.library.register_kernel("rlarena::clipped_value_loss", "cuda")
-        def _value_loss_cuda(value, old_value, returns, clip_coef):
-            _check_value_loss_inputs(value, old_value, returns, clip_coef)
-            return _value_loss_and_grad_composed(value, old_value, returns, clip_coef)
 
-    def _loss_and_grad_impl(logp, old_logp, advantages, clip_coef):
-        # The op's last output is already d loss / d logp; a detached logp keeps autograd out of it.
-        # (a non-tensor goes on as is, for the dispatcher to report)
-        detached = logp.detach() if isinstance(logp, torch.Tensor) else logp
-        return _loss_impl(detached, old_logp, advantages, clip_coef)
-
-    # Autograd of both ops is registered in C++ (csrc/ops.cpp): gae never carries a gradient; the loss's
-    # fused forward returns d loss / d logp, which backward only scales. (Python autograd glue would cost
-    # more than the fused op itself at PPO's minibatch sizes.)
-else:
-    _gae_impl = _gae_fallback
-
-    def _loss_impl(logp, old_logp, advantages, clip_coef):
-        return (*_loss_fallback(logp, old_logp, advantages, clip_coef), None)
-
-    _loss_and_grad_impl = _loss_and_grad_fallback
-
-    def _value_loss_impl(value, old_value, returns, clip_coef):
-        return _value_loss_fallback(value, old_value, returns, clip_coef), None
+# Every device's kernel and the ops' autograd are registered in C++ (csrc/): gae never carries a gradient;
+# a fused loss's forward returns d loss / d input, which backward only scales (Python autograd glue would
+# cost more than the fused op itself at PPO's minibatch sizes).
+if _COMPILED:
+    _register_fake_kernels()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -293,7 +261,9 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
     GAE works on rollout data: no gradient flows through it (the outputs never require grad, as if computed
     under ``torch.no_grad()``), whatever the inputs.
     """
-    return _gae_impl(rewards, values, dones, last_value, float(gamma), float(lam))
+    if _COMPILED:
+        return torch.ops.rlarena.gae.default(rewards, values, dones, last_value, float(gamma), float(lam))
+    return _gae_fallback(rewards, values, dones, last_value, float(gamma), float(lam))
 
 
 def clipped_surrogate_loss(logp, old_logp, advantages, clip_coef: float):
@@ -305,7 +275,11 @@ def clipped_surrogate_loss(logp, old_logp, advantages, clip_coef: float):
     (``old_logp`` and ``advantages`` are data); ``clip_fraction`` and ``approx_kl`` are 0-dim statistics.
     The compiled kernel computes the gradient in the forward pass; backward only scales it.
     """
-    loss, clip_fraction, approx_kl, _ = _loss_impl(logp, old_logp, advantages, float(clip_coef))
+    if not _COMPILED:
+        return _loss_fallback(logp, old_logp, advantages, float(clip_coef))
+    loss, clip_fraction, approx_kl, _ = torch.ops.rlarena.clipped_surrogate_loss.default(
+        logp, old_logp, advantages, float(clip_coef)
+    )
     return loss, clip_fraction, approx_kl
 
 
@@ -318,7 +292,12 @@ def clipped_surrogate_loss_and_grad(logp, old_logp, advantages, clip_coef: float
     or a hand-written update: at PPO's minibatch sizes a trip through the autograd engine
     (``loss.backward()``) costs several times the fused kernel (see docs/performance.md).
     """
-    return _loss_and_grad_impl(logp, old_logp, advantages, float(clip_coef))
+    if not _COMPILED:
+        return _loss_and_grad_fallback(logp, old_logp, advantages, float(clip_coef))
+    # The op's last output is already d loss / d logp; a detached logp keeps autograd out of it (a
+    # non-tensor goes on as is, for the dispatcher to report).
+    detached = logp.detach() if isinstance(logp, torch.Tensor) else logp
+    return torch.ops.rlarena.clipped_surrogate_loss.default(detached, old_logp, advantages, float(clip_coef))
 
 
 def clipped_value_loss(value, old_value, returns, clip_coef: float = math.inf):
@@ -329,5 +308,7 @@ def clipped_value_loss(value, old_value, returns, clip_coef: float = math.inf):
     The three inputs have one shape (any; treated as flat); the gradient flows to ``value`` only. The compiled
     kernel computes the gradient in the forward pass; backward only scales it.
     """
-    loss, _ = _value_loss_impl(value, old_value, returns, float(clip_coef))
+    if not _COMPILED:
+        return _value_loss_fallback(value, old_value, returns, float(clip_coef))
+    loss, _ = torch.ops.rlarena.clipped_value_loss.default(value, old_value, returns, float(clip_coef))
     return loss

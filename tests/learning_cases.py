@@ -145,18 +145,15 @@ TEXT_PPO_UPDATES = 30
 
 
 def text_algo_config(name: str, **overrides: Any):
-    """The algorithm's Config with the text env's ``algo_defaults`` applied, as ``rlarena train`` does."""
-    from omegaconf import OmegaConf
-
-    import rlarena.algorithms  # noqa: F401  (registers the algorithms)
-    import rlarena.conf
+    """The algorithm's Config with the text family's ``algo_defaults`` applied, as ``rlarena train`` does."""
+    from rlarena.bench.configs import build_algo_config, load_config
     from rlarena.registry import get_algorithm
 
-    env_yaml = OmegaConf.load(Path(rlarena.conf.__file__).parent / "env" / "text" / f"{TEXT_TASK}.yaml")
-    defaults = OmegaConf.to_container(env_yaml.algo_defaults, resolve=True)
-    cls = get_algorithm(name)
-    known = set(cls.Config.__dataclass_fields__)
-    return cls, cls.Config(**{k: v for k, v in {**defaults, **overrides}.items() if k in known})
+    known = get_algorithm(name).Config.__dataclass_fields__
+    overridden = [f"algo.{k}={v}" for k, v in overrides.items() if k in known]
+    cfg = load_config([f"algo={name}", f"env=text/{TEXT_TASK}", *overridden])
+    explicit = {o.split("=", 1)[0] for o in overridden}
+    return get_algorithm(name), build_algo_config(cfg, explicit_keys=explicit)
 
 
 def run_text_ppo(seed: int, workdir: Path, *, sft: str) -> Figures:

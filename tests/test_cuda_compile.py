@@ -31,7 +31,7 @@ NVCC = find_nvcc()
 
 
 def test_there_are_cuda_kernels():
-    assert {p.name for p in CU_FILES} >= {"gae.cu", "clipped_loss.cu"}
+    assert {p.name for p in CU_FILES} >= {"gae.cu", "clipped_loss.cu", "value_loss.cu"}
 
 
 @pytest.mark.skipif(NVCC is None, reason="no nvcc (set CUDA_HOME)")
@@ -42,3 +42,22 @@ def test_cu_file_compiles_alone(source, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout}\n{out.stderr}"
     assert (tmp_path / (source.stem + ".o")).stat().st_size > 0
+
+
+@pytest.mark.skipif(NVCC is None, reason="no CUDA toolkit (set CUDA_HOME)")
+def test_cuda_binding_compiles_against_torch_headers(tmp_path):
+    """csrc/cuda/bind.cpp is built only with a CUDA torch; check it against this torch's headers anyway (a
+    CPU wheel ships the c10/cuda headers but not one generated config header, stubbed here)."""
+    import sysconfig
+
+    import torch.utils.cpp_extension as cpp
+
+    stub = tmp_path / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+    cuda_include = Path(NVCC).resolve().parents[1] / "include"
+    includes = [tmp_path, *cpp.include_paths(), cuda_include, sysconfig.get_paths()["include"]]
+    cmd = ["g++", "-std=c++20", "-fsyntax-only", "-Wall", *[f"-I{p}" for p in includes]]
+    cmd.append(str(CUDA_DIR / "bind.cpp"))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stderr[-4000:]}"

@@ -51,7 +51,7 @@ BAD_OVERRIDES = [
     ("torch_threads=0", "torch_threads must be a positive integer"),
     ("algo.vf_coef=inf", "vf_coef must be a finite number >= 0"),
     ("algo.learning_rate=nan", "learning_rate must be > 0"),
-    ("algo.num_envs=two", "algo.num_envs: Value 'two'"),
+    ("algo.num_envs=two", "algo.num_envs=two: Value 'two' of type 'str' could not be converted"),
     ("algo=nope", "Available options in 'algo'"),
     ("algo.nope=1", "Could not override 'algo.nope'"),
 ]

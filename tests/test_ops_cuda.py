@@ -79,9 +79,11 @@ def test_loss_and_grad_cuda(n):
         torch.testing.assert_close(a, b, **tol(torch.float64))
 
 
+@pytest.mark.parametrize("n", [64, 4099, 1_000_000])  # one block; pass 2 over partials; many SMs
 @pytest.mark.parametrize("clip", [CLIP, float("inf")])
-def test_value_loss_cuda(clip):
-    lp, olp, adv = (t.cuda() for t in make_loss(4099, torch.float64))
+def test_value_loss_cuda(clip, n):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("rlarena::clipped_value_loss", "CUDA")
+    lp, olp, adv = (t.cuda() for t in make_loss(n, torch.float64))
     v1 = lp.clone().requires_grad_()
     v2 = lp.clone().requires_grad_()
     loss = ops.clipped_value_loss(v1, olp, adv, clip)
@@ -101,10 +103,11 @@ def test_loss_cuda_gradcheck():
 
 def test_loss_cuda_deterministic():
     lp, olp, adv = (t.cuda() for t in make_loss(3_000_000, torch.float32))
-    a = torch.ops.rlarena.clipped_surrogate_loss(lp, olp, adv, CLIP)
-    b = torch.ops.rlarena.clipped_surrogate_loss(lp, olp, adv, CLIP)
-    for x, y in zip(a, b):
-        assert torch.equal(x, y)
+    for op in (torch.ops.rlarena.clipped_surrogate_loss, torch.ops.rlarena.clipped_value_loss):
+        a = op(lp, olp, adv, CLIP)
+        b = op(lp, olp, adv, CLIP)
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
 
 
 def test_opcheck_cuda():

@@ -38,8 +38,8 @@ def _grid() -> list[tuple[str, str]]:
     return pairs
 
 
-@pytest.mark.parametrize("algo, env", _grid())
-def test_every_algorithm_runs_on_every_env(algo, env, tmp_path):
+def run_smoke(algo: str, env: str, run_dir) -> dict:
+    """A few updates of ``algo`` on ``env`` with the grid's shrunk settings; returns the run's summary."""
     fields = get_algorithm(algo).Config.__dataclass_fields__
     overrides = [f"algo={algo}", f"env={env}", "total_steps=128", "eval.episodes=1", "eval.every_steps=0"]
     overrides += ["progress=false", "tensorboard=false"]
@@ -51,6 +51,11 @@ def test_every_algorithm_runs_on_every_env(algo, env, tmp_path):
         f"{key}={json.dumps(value) if isinstance(value, str) else value}" for key, value in env_smoke.items()
     ]
     cfg = load_config(overrides)
-    summary = run_training(cfg, tmp_path / "run", explicit_keys=explicit | set(env_smoke))
+    return run_training(cfg, run_dir, explicit_keys=explicit | set(env_smoke))
+
+
+@pytest.mark.parametrize("algo, env", _grid())
+def test_every_algorithm_runs_on_every_env(algo, env, tmp_path):
+    summary = run_smoke(algo, env, tmp_path / "run")
     assert summary["steps_done"] >= 128
     assert len(summary["eval_returns"]) == 1

@@ -62,7 +62,7 @@ def test_third_party_algorithm_installs_registers_and_trains(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["algo"] == "minimal_pg" and summary["steps_done"] == 2048
     config = (run / "config.yaml").read_text()
-    assert "num_steps: 256" in config  # the plugin's own conf/algo/minimal_pg.yaml was used
+    assert "num_steps: 256" in config  # the plugin's preset algo/minimal_pg.yaml was used
 
     bad = rlarena(
         "train", "algo=minimal_pg", "algo.vf_coef=-1", "progress=false", f"hydra.run.dir={tmp_path}/bad"

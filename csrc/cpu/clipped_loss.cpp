@@ -97,17 +97,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clipped_surrogate_los
                                                                                       const at::Tensor& old_logp,
                                                                                       const at::Tensor& advantages,
                                                                                       double clip_coef) {
-  check_loss_inputs(logp, old_logp, advantages, clip_coef);
-  TORCH_CHECK(logp.device().is_cpu(), "rlarena.clipped_surrogate_loss: CPU kernel called with a tensor on ",
-              logp.device());
-  const at::Tensor lp = logp.contiguous();
-  const at::Tensor olp = old_logp.contiguous();
-  const at::Tensor adv = advantages.contiguous();
-  const auto opts = lp.options();
-  at::Tensor grad = at::empty(lp.sizes(), opts);
-  at::Tensor loss = at::empty({}, opts);
-  at::Tensor clip_fraction = at::empty({}, opts);
-  at::Tensor approx_kl = at::empty({}, opts);
+  const FusedLossIO io = prepare_surrogate_loss(logp, old_logp, advantages, clip_coef, c10::DeviceType::CPU);
+  const at::Tensor &lp = io.input, &olp = io.second, &adv = io.third, &grad = io.grad;
+  at::Tensor loss = io.scalar(), clip_fraction = io.scalar(), approx_kl = io.scalar();
   const int64_t n = lp.numel();
   if (lp.scalar_type() == at::kFloat) {
     const LossArgs<float> a{lp.data_ptr<float>(),

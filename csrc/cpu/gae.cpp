@@ -294,14 +294,9 @@ void gae_dispatch(const GaeArgs<T>& a) {
 std::tuple<at::Tensor, at::Tensor> gae_cpu(const at::Tensor& rewards, const at::Tensor& values,
                                            const at::Tensor& dones, const at::Tensor& last_value, double gamma,
                                            double lam) {
-  check_gae_inputs(rewards, values, dones, last_value, gamma, lam);
-  TORCH_CHECK(rewards.device().is_cpu(), "rlarena.gae: CPU kernel called with a tensor on ", rewards.device());
-  const at::Tensor r = rewards.contiguous();
-  const at::Tensor v = values.contiguous();
-  const at::Tensor d = dones.contiguous();
-  const at::Tensor lv = last_value.contiguous();
-  at::Tensor adv = at::empty(r.sizes(), r.options());
-  at::Tensor ret = at::empty(r.sizes(), r.options());
+  const GaeIO io = prepare_gae(rewards, values, dones, last_value, gamma, lam, c10::DeviceType::CPU);
+  const at::Tensor &r = io.rewards, &v = io.values, &d = io.dones, &lv = io.last_value;
+  const at::Tensor &adv = io.advantages, &ret = io.returns;
   if (r.scalar_type() == at::kFloat) {
     const GaeArgs<float> a{r.data_ptr<float>(), v.data_ptr<float>(), d.data_ptr<float>(),
                            lv.data_ptr<float>(), adv.data_ptr<float>(), ret.data_ptr<float>(),

@@ -85,14 +85,9 @@ void value_loss_typed(const at::Tensor& v, const at::Tensor& old, const at::Tens
 
 std::tuple<at::Tensor, at::Tensor> clipped_value_loss_cpu(const at::Tensor& value, const at::Tensor& old_value,
                                                           const at::Tensor& returns, double clip_coef) {
-  check_value_loss_inputs(value, old_value, returns, clip_coef);
-  TORCH_CHECK(value.device().is_cpu(), "rlarena.clipped_value_loss: CPU kernel called with a tensor on ",
-              value.device());
-  const at::Tensor v = value.contiguous();
-  const at::Tensor old = old_value.contiguous();
-  const at::Tensor ret = returns.contiguous();
-  at::Tensor grad = at::empty(v.sizes(), v.options());
-  at::Tensor loss = at::empty({}, v.options());
+  const FusedLossIO io = prepare_value_loss(value, old_value, returns, clip_coef, c10::DeviceType::CPU);
+  const at::Tensor &v = io.input, &old = io.second, &ret = io.third;
+  at::Tensor grad = io.grad, loss = io.scalar();
   if (v.scalar_type() == at::kFloat) {
     value_loss_typed<float>(v, old, ret, grad, loss, clip_coef);
   } else {

@@ -21,15 +21,10 @@ void check_launch(cudaError_t err, const char* op) {
 std::tuple<at::Tensor, at::Tensor> gae_cuda(const at::Tensor& rewards, const at::Tensor& values,
                                             const at::Tensor& dones, const at::Tensor& last_value, double gamma,
                                             double lam) {
-  check_gae_inputs(rewards, values, dones, last_value, gamma, lam);
-  TORCH_CHECK(rewards.is_cuda(), "rlarena.gae: CUDA kernel called with a tensor on ", rewards.device());
-  const c10::cuda::CUDAGuard guard(rewards.device());
-  const at::Tensor r = rewards.contiguous();
-  const at::Tensor v = values.contiguous();
-  const at::Tensor d = dones.contiguous();
-  const at::Tensor lv = last_value.contiguous();
-  at::Tensor adv = at::empty(r.sizes(), r.options());
-  at::Tensor ret = at::empty(r.sizes(), r.options());
+  const GaeIO io = prepare_gae(rewards, values, dones, last_value, gamma, lam, c10::DeviceType::CUDA);
+  const c10::cuda::CUDAGuard guard(io.rewards.device());  // after the checks: they name a wrong device
+  const at::Tensor &r = io.rewards, &v = io.values, &d = io.dones, &lv = io.last_value;
+  const at::Tensor &adv = io.advantages, &ret = io.returns;
   const int64_t T = r.size(0);
   const int64_t N = r.size(1);
   const int64_t ws = cuda::gae_workspace_elems(T, N);
@@ -53,18 +48,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clipped_surrogate_los
                                                                                        const at::Tensor& old_logp,
                                                                                        const at::Tensor& advantages,
                                                                                        double clip_coef) {
-  check_loss_inputs(logp, old_logp, advantages, clip_coef);
-  TORCH_CHECK(logp.is_cuda(), "rlarena.clipped_surrogate_loss: CUDA kernel called with a tensor on ",
-              logp.device());
-  const c10::cuda::CUDAGuard guard(logp.device());
-  const at::Tensor lp = logp.contiguous();
-  const at::Tensor olp = old_logp.contiguous();
-  const at::Tensor adv = advantages.contiguous();
+  const FusedLossIO io = prepare_surrogate_loss(logp, old_logp, advantages, clip_coef, c10::DeviceType::CUDA);
+  const c10::cuda::CUDAGuard guard(io.input.device());  // after the checks: they name a wrong device
+  const at::Tensor &lp = io.input, &olp = io.second, &adv = io.third, &grad = io.grad;
+  at::Tensor loss = io.scalar(), clip_fraction = io.scalar(), approx_kl = io.scalar();
   const auto opts = lp.options();
-  at::Tensor grad = at::empty(lp.sizes(), opts);
-  at::Tensor loss = at::empty({}, opts);
-  at::Tensor clip_fraction = at::empty({}, opts);
-  at::Tensor approx_kl = at::empty({}, opts);
   at::Tensor workspace = at::empty({cuda::loss_workspace_elems()}, opts.dtype(at::kDouble));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int64_t n = lp.numel();
@@ -84,10 +72,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clipped_surrogate_los
   return {loss, clip_fraction, approx_kl, grad};
 }
 
+std::tuple<at::Tensor, at::Tensor> clipped_value_loss_cuda(const at::Tensor& value, const at::Tensor& old_value,
+                                                           const at::Tensor& returns, double clip_coef) {
+  const FusedLossIO io = prepare_value_loss(value, old_value, returns, clip_coef, c10::DeviceType::CUDA);
+  const c10::cuda::CUDAGuard guard(io.input.device());  // after the checks: they name a wrong device
+  const at::Tensor &v = io.input, &old = io.second, &ret = io.third, &grad = io.grad;
+  at::Tensor loss = io.scalar();
+  at::Tensor workspace = at::empty({cuda::value_loss_workspace_elems()}, v.options().dtype(at::kDouble));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const int64_t n = v.numel();
+  cudaError_t err;
+  if (v.scalar_type() == at::kFloat) {
+    err = cuda::clipped_value_loss<float>(v.data_ptr<float>(), old.data_ptr<float>(), ret.data_ptr<float>(),
+                                          grad.data_ptr<float>(), loss.data_ptr<float>(), n, clip_coef,
+                                          workspace.data_ptr<double>(), stream);
+  } else {
+    err = cuda::clipped_value_loss<double>(v.data_ptr<double>(), old.data_ptr<double>(), ret.data_ptr<double>(),
+                                           grad.data_ptr<double>(), loss.data_ptr<double>(), n, clip_coef,
+                                           workspace.data_ptr<double>(), stream);
+  }
+  check_launch(err, "clipped_value_loss");
+  return {loss, grad};
+}
+
 }  // namespace
 }  // namespace rlarena
 
 TORCH_LIBRARY_IMPL(rlarena, CUDA, m) {
   m.impl("gae", &rlarena::gae_cuda);
   m.impl("clipped_surrogate_loss", &rlarena::clipped_surrogate_loss_cuda);
+  m.impl("clipped_value_loss", &rlarena::clipped_value_loss_cuda);
 }

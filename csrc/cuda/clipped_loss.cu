@@ -3,50 +3,21 @@
 // Pass 1: a grid-stride loop computes each element's gradient and accumulates the three sums (surrogate,
 // clipped count, KL terms) in double; warp shuffles and shared memory reduce them per block. With a single
 // block (small n) that block writes the results directly; otherwise pass 2 (one block) adds the per-block
-// partial sums in a fixed order. No atomics: the result is deterministic.
+// partial sums in a fixed order (reduce.cuh). No atomics: the result is deterministic.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "kernels.h"
+#include "reduce.cuh"
 
 namespace rlarena {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 1024;  // pass 2 reduces at most this many partials with one block
-
-struct Sums {
-  double surr;
-  double clipped;
-  double kl;
-};
-
-__device__ __forceinline__ Sums warp_sum(Sums s) {
-  for (int off = 16; off > 0; off >>= 1) {
-    s.surr += __shfl_down_sync(0xffffffffu, s.surr, off);
-    s.clipped += __shfl_down_sync(0xffffffffu, s.clipped, off);
-    s.kl += __shfl_down_sync(0xffffffffu, s.kl, off);
-  }
-  return s;
-}
-
-// Sum over the block; the result is valid in thread 0. blockDim.x must be a multiple of 32 (<= 1024).
-__device__ __forceinline__ Sums block_sum(Sums s) {
-  __shared__ Sums warps[32];
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  s = warp_sum(s);
-  if (lane == 0) warps[warp] = s;
-  __syncthreads();
-  const int nwarps = blockDim.x >> 5;
-  if (warp == 0) {
-    s = lane < nwarps ? warps[lane] : Sums{0.0, 0.0, 0.0};
-    s = warp_sum(s);
-  }
-  return s;
-}
+using reduce::kMaxBlocks;
+using reduce::kThreads;
+using Sums = reduce::Sums<3>;  // surrogate, clipped count, KL terms
 
 __device__ __forceinline__ float exp_t(float x) { return expf(x); }
 __device__ __forceinline__ double exp_t(double x) { return exp(x); }
@@ -54,9 +25,9 @@ __device__ __forceinline__ double exp_t(double x) { return exp(x); }
 template <typename T>
 __device__ __forceinline__ void write_results(const Sums& s, int64_t n, T* loss, T* clip_fraction, T* approx_kl) {
   const double dn = static_cast<double>(n);
-  *loss = static_cast<T>(-s.surr / dn);
-  *clip_fraction = static_cast<T>(s.clipped / dn);
-  *approx_kl = static_cast<T>(s.kl / dn);
+  *loss = static_cast<T>(-s.v[0] / dn);
+  *clip_fraction = static_cast<T>(s.v[1] / dn);
+  *approx_kl = static_cast<T>(s.v[2] / dn);
 }
 
 template <typename T>
@@ -64,7 +35,7 @@ __global__ void loss_pass1_kernel(const T* __restrict__ logp, const T* __restric
                                   const T* __restrict__ adv, T* __restrict__ grad, int64_t n, T lo, T hi, T clip,
                                   T neg_inv_n, double* __restrict__ partials, T* loss, T* clip_fraction,
                                   T* approx_kl) {
-  Sums s{0.0, 0.0, 0.0};
+  Sums s = reduce::zero<3>();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     const T log_ratio = logp[i] - old_logp[i];
@@ -76,19 +47,17 @@ __global__ void loss_pass1_kernel(const T* __restrict__ logp, const T* __restric
     // [lo, hi]: gradient 0).
     const bool unclipped = s1 <= s2;
     grad[i] = unclipped ? neg_inv_n * s1 : T(0);
-    s.surr += static_cast<double>(unclipped ? s1 : s2);
+    s.v[0] += static_cast<double>(unclipped ? s1 : s2);
     const T dev = ratio - T(1);
-    s.clipped += fabs(static_cast<double>(dev)) > static_cast<double>(clip) ? 1.0 : 0.0;
-    s.kl += static_cast<double>(dev - log_ratio);
+    s.v[1] += fabs(static_cast<double>(dev)) > static_cast<double>(clip) ? 1.0 : 0.0;
+    s.v[2] += static_cast<double>(dev - log_ratio);
   }
-  s = block_sum(s);
+  s = reduce::block_sum<3>(s);
   if (threadIdx.x == 0) {
     if (gridDim.x == 1) {
       write_results<T>(s, n, loss, clip_fraction, approx_kl);
     } else {
-      partials[3 * blockIdx.x + 0] = s.surr;
-      partials[3 * blockIdx.x + 1] = s.clipped;
-      partials[3 * blockIdx.x + 2] = s.kl;
+      reduce::store_partials<3>(s, partials);
     }
   }
 }
@@ -96,22 +65,8 @@ __global__ void loss_pass1_kernel(const T* __restrict__ logp, const T* __restric
 template <typename T>
 __global__ void loss_pass2_kernel(const double* __restrict__ partials, int nparts, int64_t n, T* loss,
                                   T* clip_fraction, T* approx_kl) {
-  Sums s{0.0, 0.0, 0.0};
-  for (int b = threadIdx.x; b < nparts; b += blockDim.x) {
-    s.surr += partials[3 * b + 0];
-    s.clipped += partials[3 * b + 1];
-    s.kl += partials[3 * b + 2];
-  }
-  s = block_sum(s);
+  const Sums s = reduce::sum_partials<3>(partials, nparts);
   if (threadIdx.x == 0) write_results<T>(s, n, loss, clip_fraction, approx_kl);
-}
-
-int num_sms() {
-  int device = 0;
-  int sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 80;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) return 80;
-  return sms;
 }
 
 }  // namespace
@@ -123,14 +78,7 @@ cudaError_t clipped_surrogate_loss(const scalar_t* logp, const scalar_t* old_log
                                    scalar_t* grad_logp, scalar_t* loss, scalar_t* clip_fraction,
                                    scalar_t* approx_kl, int64_t n, double clip_coef, double* workspace,
                                    cudaStream_t stream) {
-  // 4 blocks per SM at most (each thread then loops), never more than kMaxBlocks.
-  static const int max_blocks = [] {
-    const int b = 4 * num_sms();
-    return b < kMaxBlocks ? b : kMaxBlocks;
-  }();
-  int64_t blocks = (n + kThreads - 1) / kThreads;
-  if (blocks > max_blocks) blocks = max_blocks;
-  if (blocks < 1) blocks = 1;
+  const int64_t blocks = reduce::num_blocks(n);
   const double inv_n = n > 0 ? 1.0 / static_cast<double>(n) : 0.0;
   loss_pass1_kernel<scalar_t><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
       logp, old_logp, advantages, grad_logp, n, static_cast<scalar_t>(1.0 - clip_coef),

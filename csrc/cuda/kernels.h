@@ -29,5 +29,14 @@ cudaError_t clipped_surrogate_loss(const scalar_t* logp, const scalar_t* old_log
                                    scalar_t* approx_kl, int64_t n, double clip_coef, double* workspace,
                                    cudaStream_t stream);
 
+// PPO's clipped value loss over n elements, forward and d loss / d value fused; the loss is written to a device
+// scalar. Needs `value_loss_workspace_elems()` doubles of scratch. clip_coef may be inf (no clipping).
+int64_t value_loss_workspace_elems();
+
+template <typename scalar_t>
+cudaError_t clipped_value_loss(const scalar_t* value, const scalar_t* old_value, const scalar_t* returns,
+                               scalar_t* grad_value, scalar_t* loss, int64_t n, double clip_coef, double* workspace,
+                               cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace rlarena

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rlarena.errors import ConfigError, MissingFileError
 from rlarena.registry import register_env
 from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
 
@@ -60,15 +61,15 @@ class TextEnvConfig:
     def __post_init__(self) -> None:
         get_task(self.task)
         if self.reward not in ("oracle", "rm"):
-            raise ValueError(f"env.reward must be 'oracle' or 'rm', got {self.reward!r}")
+            raise ConfigError(f"env.reward must be 'oracle' or 'rm', got {self.reward!r}")
         if self.kl_beta is None:
             self.kl_beta = DEFAULT_KL_BETA[self.reward]
         if not (self.kl_beta >= 0 and math.isfinite(self.kl_beta)):
-            raise ValueError(f"env.kl_beta must be >= 0, got {self.kl_beta}")
+            raise ConfigError(f"env.kl_beta must be >= 0, got {self.kl_beta}")
         if self.kl_target is not None and self.kl_target <= 0:
-            raise ValueError(f"env.kl_target must be > 0 or null, got {self.kl_target}")
+            raise ConfigError(f"env.kl_target must be > 0 or null, got {self.kl_target}")
         if min(self.max_new_tokens, self.kl_horizon, self.temperature, self.critic_lr_scale) <= 0:
-            raise ValueError(
+            raise ConfigError(
                 "env.max_new_tokens, kl_horizon, temperature and critic_lr_scale must be positive"
             )
         self.sft_checkpoint = self.sft_checkpoint or default_path(self.task, "sft")
@@ -76,11 +77,21 @@ class TextEnvConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> TextEnvConfig:
+        """The config from the ``env`` section: unknown keys, wrong types and bad values raise ConfigError."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
         known = {f.name for f in fields(cls)}
         unknown = set(cfg) - known - _PASSTHROUGH
         if unknown:
-            raise ValueError(f"unknown text env keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in cfg.items() if k in known})
+            raise ConfigError(f"unknown text env keys {sorted(unknown)}; known: {sorted(known)}")
+        try:  # OmegaConf checks each value against the field's type, and names the key
+            typed = OmegaConf.merge(OmegaConf.structured(cls), {k: v for k, v in cfg.items() if k in known})
+            values = OmegaConf.to_container(typed)
+        except OmegaConfBaseException as exc:
+            key, msg = getattr(exc, "full_key", None), getattr(exc, "msg", None) or str(exc)
+            raise ConfigError(f"env.{key}: {msg.strip().splitlines()[0]}" if key else msg) from None
+        return cls(**values)
 
 
 class TextEnv(Environment):
@@ -322,7 +333,7 @@ def make_text_env(env_cfg: dict[str, Any], settings: EnvSettings, task: str | No
     cfg = dict(env_cfg)
     if task is not None:
         if cfg.get("task", task) != task:
-            raise ValueError(f"env text/{task} was given task={cfg['task']!r}")
+            raise ConfigError(f"env text/{task} was given task={cfg['task']!r}")
         cfg["task"] = task
         cfg.setdefault("name", f"text/{task}")
     return TextEnv(TextEnvConfig.from_dict(cfg), settings)
@@ -332,7 +343,22 @@ def _register(task: str) -> None:
     def make(env_cfg: dict[str, Any], settings: EnvSettings) -> TextEnv:
         return make_text_env(env_cfg, settings, task)
 
+    def validate(env_cfg: dict[str, Any]) -> None:  # before a run directory exists (bench/train.py)
+        cfg = dict(env_cfg)
+        if cfg.get("task", task) != task:
+            raise ConfigError(f"env text/{task} was given task={cfg['task']!r}")
+        text_cfg = TextEnvConfig.from_dict({**cfg, "task": task})
+        needed = []  # the pipeline steps' files, checked before a run directory exists
+        if text_cfg.hf_path is None and text_cfg.sft_checkpoint != "untrained":
+            needed.append(("SFT", text_cfg.sft_checkpoint, f"rlarena sft task={task}"))
+        if text_cfg.reward == "rm":
+            needed.append(("reward-model", text_cfg.rm_checkpoint, f"rlarena reward-model task={task}"))
+        for what, path, command in needed:
+            if not Path(path).is_file():
+                raise MissingFileError(f"{what} checkpoint not found at {path!r}; create it with `{command}`")
+
     make.__doc__ = f"text/{task}: {TASKS[task].description}"
+    make.validate = validate  # type: ignore[attr-defined]
     register_env(f"text/{task}")(make)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rlarena.errors import MissingFileError
+
 from .tokenizer import CharTokenizer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -94,7 +96,7 @@ def load_hf_lm(path: str) -> tuple[HFCausalLM, HFTokenizer | CharTokenizer]:
     """The model saved at ``path`` (local files only) and its tokenizer (or the character tokenizer)."""
     transformers = _require_transformers()
     if not Path(path).is_dir():
-        raise FileNotFoundError(f"env.hf_path={path!r} is not a folder with a saved Hugging Face model")
+        raise MissingFileError(f"env.hf_path={path!r} is not a folder with a saved Hugging Face model")
     # Eager attention: second derivatives (TRPO) and explicit masks work with every model.
     model = transformers.AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, attn_implementation="eager"

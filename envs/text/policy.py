@@ -20,11 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlarena.activations import activation as activation_module
 from rlarena.rollout import ActOutput, EvalOutput, Policy
-
-
-def _activation(name: str) -> type[nn.Module]:
-    return {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}[name]
 
 
 class ScaledLinear(nn.Linear):
@@ -60,7 +57,7 @@ class TextPolicy(Policy):
         layers: list[nn.Module] = []
         width = lm.hidden_size
         for h in hidden_sizes:
-            layers += [ScaledLinear(width, h, critic_lr_scale), _activation(activation)()]
+            layers += [ScaledLinear(width, h, critic_lr_scale), activation_module(activation)()]
             width = h
         layers.append(ScaledLinear(width, 1, critic_lr_scale))
         self.value_head = nn.Sequential(*layers)

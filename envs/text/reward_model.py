@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from rlarena.errors import ConfigError
 from rlarena.io import atomic_torch_save
 from rlarena.preferences import bradley_terry_loss
 
@@ -62,7 +63,7 @@ class RewardModel(nn.Module):
 def load_reward_model(path: str, task: str | None = None) -> RewardModel:
     ckpt = load_checkpoint(path, "reward-model", f"rlarena reward-model task={task or '<task>'} out={path}")
     if task is not None and ckpt["task"] != task:
-        raise ValueError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
+        raise ConfigError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
     rm = RewardModel(TransformerLM(ModelConfig(**ckpt["model_config"])))
     rm.load_state_dict(ckpt["state_dict"])
     return rm

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rlarena.errors import ConfigError, MissingFileError, RunFileError
 from rlarena.io import atomic_torch_save, safe_torch_load
 
 from .model import ModelConfig, TransformerLM, generate
@@ -170,10 +171,16 @@ def save_lm(path: str, lm: TransformerLM, tok: CharTokenizer, task: str, extra: 
 def load_checkpoint(path: str, what: str, command: str) -> dict[str, Any]:
     """Load a checkpoint written by this package; a missing file names the command that makes it."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{what} checkpoint not found at {path!r}; create it with `{command}`")
-    ckpt = safe_torch_load(path)
+        raise MissingFileError(f"{what} checkpoint not found at {path!r}; create it with `{command}`")
+    try:
+        ckpt = safe_torch_load(path)
+    except Exception as exc:  # truncated, not a torch file, or pickled objects weights_only refuses
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFileError(
+            f"{path!r}: not a readable {what} checkpoint ({reason}); re-create it with `{command}`"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path!r} is not a {what} checkpoint written by rlarena ({CHECKPOINT_FORMAT})")
+        raise RunFileError(f"{path!r} is not a {what} checkpoint written by rlarena ({CHECKPOINT_FORMAT})")
     return ckpt
 
 
@@ -181,7 +188,7 @@ def load_lm(path: str, task: str | None = None) -> tuple[TransformerLM, CharToke
     """The SFT language model at ``path`` (as written by ``rlarena sft``)."""
     ckpt = load_checkpoint(path, "SFT", f"rlarena sft task={task or '<task>'} out={path}")
     if task is not None and ckpt["task"] != task:
-        raise ValueError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
+        raise ConfigError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
     lm = TransformerLM(ModelConfig(**ckpt["model_config"]))
     lm.load_state_dict(ckpt["state_dict"])
     return lm, CharTokenizer(ckpt["vocab"]), ckpt

@@ -20,6 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from rlarena.registry import UnknownPluginError
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 Record = dict[str, Any]
 
@@ -205,7 +207,7 @@ TASKS: dict[str, Task] = {
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
-        raise KeyError(f"unknown text task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        raise UnknownPluginError(f"unknown text task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
 
 

@@ -39,5 +39,4 @@ class MinimalPG(Algorithm):
         self.optimizer.zero_grad(set_to_none=True)
         (policy_loss + self.cfg.vf_coef * value_loss).backward()
         self.clip_and_step(self.optimizer, self.params)
-        self.num_updates += 1
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item()}
