@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.rlarena-installed
 TORCH  ?= torch==2.13.0
-CSRC    = $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
+CSRC    = $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/* csrc/composite/*)
 export MUJOCO_GL ?= egl
 
 .PHONY: setup run test test-isa lint bench smoke-leaderboard clean

@@ -57,7 +57,11 @@ def _extensions():
         print("rlarena: csrc/ops.cpp not found; building without the compiled ops (pure-torch fallback).")
         return [], {}
     sources = _rel(
-        [os.path.join(ROOT, "csrc", "ops.cpp"), *glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp"))]
+        [
+            os.path.join(ROOT, "csrc", "ops.cpp"),
+            *glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")),
+            *glob.glob(os.path.join(ROOT, "csrc", "composite", "*.cpp")),  # ATen compositions, any device
+        ]
     )
     cuda_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
     bind = os.path.join("csrc", "cuda", "bind.cpp")

@@ -108,6 +108,9 @@ def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torc
 
 class Algorithm(ABC):
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
+    # True: the collector records the simulator's state before each step (batch.info["states"]), e.g. to
+    # render clips of segments for people to label. Off by default: it costs time on every step.
+    needs_simulator_states: ClassVar[bool] = False
 
     def __init__(self, cfg: AlgoConfig, policy: Policy, *, seed: int = 0) -> None:
         self.cfg = cfg

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from rlarena import ops
 from rlarena.activations import activation as activation_module
 from rlarena.rollout import ActOutput, EvalOutput, Policy
 
@@ -67,8 +68,21 @@ class MLPActorCritic(Policy):
             self.critic = mlp([obs_dim, *hidden], activation, 1, 1.0)
         if self.continuous:
             self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+        self.activation = activation
+        if not shared:
+            self._linear_params()
 
     # ---- pieces -------------------------------------------------------------------------------------
+
+    def _linear_params(self) -> None:
+        """[weight, bias] of each linear layer of the actor and of the critic, for ``ops.mlp_gaussian_act``
+        (the same Parameter objects: in-place updates, ``load_state_dict`` and ``.to`` keep them current)."""
+
+        def params(seq: nn.Sequential) -> list[torch.Tensor]:
+            return [p for m in seq if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
+
+        self._actor_params = params(self.actor)
+        self._critic_params = params(self.critic)
 
     def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Actor output (mean or logits) and value."""
@@ -88,6 +102,8 @@ class MLPActorCritic(Policy):
     # ---- Policy interface ---------------------------------------------------------------------------
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+        if self.continuous and not self.shared and not deterministic and not torch.is_grad_enabled():
+            return self._sample_gaussian(obs)
         head, value = self._features(obs)
         dist = self._dist(head)
         if deterministic:
@@ -95,6 +111,14 @@ class MLPActorCritic(Policy):
         else:
             action = dist.sample()
         return ActOutput(action, dist.log_prob(action), value)
+
+    def _sample_gaussian(self, obs: torch.Tensor) -> ActOutput:
+        """The collector's step: ``act`` for the common case (separate MLPs, Gaussian, sampling, no grad) as
+        one fused op whose results are bit-identical to the distribution path (``rlarena.ops``)."""
+        action, logp, value = ops.mlp_gaussian_act(
+            obs, self._actor_params, self._critic_params, self.log_std, self.activation
+        )
+        return ActOutput(action, logp, value)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         if self.shared:

@@ -213,6 +213,7 @@ class PreferenceLearning(Algorithm):
     Config = PreferenceConfig
     # Rollout layouts this algorithm accepts: vector observations only (text has its own reward model).
     layouts: ClassVar[tuple[str, ...]] = ("flat",)
+    needs_simulator_states: ClassVar[bool] = True  # segments carry them: the labeling page renders clips
 
     def __init__(self, cfg: PreferenceConfig, policy, *, seed: int = 0) -> None:
         super().__init__(cfg, policy, seed=seed)

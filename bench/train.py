@@ -36,6 +36,7 @@ from .configs import (  # noqa: F401  (load_config and build_algo_config: the AP
     build_algo_config,
     load_config,
 )
+from .progress import Progress
 from .results import (
     CHECKPOINT,
     CONFIG,
@@ -54,6 +55,9 @@ from .results import (
 )
 
 log = logging.getLogger("rlarena")
+
+LOG_WINDOW = 20  # training episodes behind the logged episode_return_mean
+TRAIN_WINDOW = 100  # training episodes behind the summary's train_return_last100 (checkpointed too)
 
 
 @dataclass
@@ -135,6 +139,7 @@ def build(cfg: DictConfig, run_dir: str | None = None, explicit_keys: set[str] |
 
 def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None) -> Built:
     seed_everything(cfg.seed)
+    algo_cls = get_algorithm(cfg.algo.name)
     settings = EnvSettings(
         num_envs=algo_cfg.num_envs,
         seed=cfg.seed,
@@ -143,6 +148,7 @@ def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None
         normalize_rewards=algo_cfg.normalize_rewards,
         device=cfg.device,
         run_dir=run_dir,
+        record_states=bool(getattr(algo_cls, "needs_simulator_states", False)),
     )
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = get_env(cfg.env.name)(env_cfg, settings)
@@ -150,7 +156,7 @@ def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None
         env.observation_space, env.action_space, algo_cfg.policy
     )
     policy.to(cfg.device)
-    algo = get_algorithm(cfg.algo.name)(algo_cfg, policy, seed=cfg.seed)
+    algo = algo_cls(algo_cfg, policy, seed=cfg.seed)
     return Built(env, policy, algo, algo_cfg)
 
 
@@ -161,10 +167,11 @@ def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def _checkpoint_state(built: Built, step: int, iteration: int) -> dict[str, Any]:
+def _checkpoint_state(built: Built, step: int, iteration: int, recent: list[float]) -> dict[str, Any]:
     return {
         "step": step,
         "iteration": iteration,
+        "recent_returns": list(recent),  # the training-episode window: a resume logs and reports the same
         "algo_config": OmegaConf.to_container(OmegaConf.structured(built.algo_cfg)),
         "policy": built.policy.state_dict(),
         "algorithm": built.algo.state_dict(),
@@ -238,7 +245,8 @@ def run_training(
             try:
                 run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
                 first_iter = 0 if resume is None else int(resume["iteration"])
-                return _train(cfg, built, run, start_step, first_iter)
+                recent = [] if resume is None else [float(r) for r in resume.get("recent_returns", [])]
+                return _train(cfg, built, run, start_step, first_iter, recent)
             except Exception as exc:
                 run.write_failure(
                     {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
@@ -275,38 +283,29 @@ def prepare_fresh_run_directory(path: Path, cfg_hash: str, force: bool) -> None:
 
 
 def _train(
-    cfg: DictConfig, built: Built, run: RunDirectory, start_step: int, first_iter: int
+    cfg: DictConfig, built: Built, run: RunDirectory, start_step: int, first_iter: int, recent: list[float]
 ) -> dict[str, Any]:
     env, policy, algo = built.env, built.policy, built.algo
     steps_per_iter = algo.rollout_length * env.num_envs
     num_iters = math.ceil(cfg.total_steps / steps_per_iter)
     eval_every = cfg.eval.every_steps
     ckpt_every = cfg.checkpoint.every_steps
-    recent: list[float] = []
     step = start_step
     start = time.perf_counter()
     eval_time = 0.0
 
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=num_iters * steps_per_iter,
-        initial=step,
-        unit="step",
-        unit_scale=True,
-        disable=not cfg.progress,
-        desc=f"{cfg.algo.name} {cfg.env.name} s{cfg.seed}",
-        mininterval=1.0,
+    bar = Progress(
+        num_iters * steps_per_iter, step, f"{cfg.algo.name} {cfg.env.name} s{cfg.seed}", bool(cfg.progress)
     )
     for iteration in range(first_iter, num_iters):
         algo.set_progress(step / (num_iters * steps_per_iter))
         batch = env.collect(policy, algo.rollout_length)
         metrics = algo.learn(batch)
         step += steps_per_iter
-        recent = (recent + list(batch.info.get("episode_returns", [])))[-20:]
+        recent = (recent + list(batch.info.get("episode_returns", [])))[-TRAIN_WINDOW:]
         elapsed = time.perf_counter() - start - eval_time
         metrics.update(
-            episode_return_mean=_mean(recent),
+            episode_return_mean=_mean(recent[-LOG_WINDOW:]),
             steps_per_sec=(step - start_step) / max(elapsed, 1e-9),
             time_s=time.perf_counter() - start,
         )
@@ -314,8 +313,7 @@ def _train(
             if key.startswith("stat/"):
                 metrics[key[5:]] = float(value)
         run.log("train", step, metrics)
-        bar.update(steps_per_iter)
-        bar.set_postfix(ret=f"{metrics['episode_return_mean']:.1f}", sps=f"{metrics['steps_per_sec']:.0f}")
+        bar.update(steps_per_iter, metrics["episode_return_mean"], metrics["steps_per_sec"])
 
         last = iteration == num_iters - 1
         if eval_every and not last and (step // eval_every) > ((step - steps_per_iter) // eval_every):
@@ -324,14 +322,14 @@ def _train(
             eval_time += time.perf_counter() - t0
             _log_eval(run, step, result)
         if ckpt_every and not last and (step // ckpt_every) > ((step - steps_per_iter) // ckpt_every):
-            run.save_checkpoint(_checkpoint_state(built, step, iteration + 1))
+            run.save_checkpoint(_checkpoint_state(built, step, iteration + 1, recent))
     bar.close()
     wall = time.perf_counter() - start
     train_time = wall - eval_time
 
     result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
     _log_eval(run, step, result)
-    run.save_checkpoint(_checkpoint_state(built, step, num_iters))
+    run.save_checkpoint(_checkpoint_state(built, step, num_iters, recent))
     returns = result["returns"]
     summary = {
         "algo": cfg.algo.name,
@@ -346,6 +344,9 @@ def _train(
         "steps_per_sec": (step - start_step) / max(train_time, 1e-9),
         "wall_time_s": time.perf_counter() - start,
         "config_hash": config_hash(cfg),
+        # CleanRL's headline metric: mean of the last 100 training episodes (true rewards, stochastic policy)
+        "train_return_last100": _mean(recent),
+        "train_episodes_in_window": len(recent),
         "random_score": cfg.env.get("random_score"),
         "reference_score": cfg.env.get("reference_score"),
         "status": "finished",

@@ -39,6 +39,12 @@ TORCH_LIBRARY(rlarena, m) {
   m.def(
       "clipped_value_loss(Tensor value, Tensor old_value, Tensor returns, float clip_coef)"
       " -> (Tensor loss, Tensor grad_value)");
+  // One collector step of the default MLP actor-critic with a Gaussian head (csrc/composite/mlp_act.cpp):
+  // actor and critic are [weight, bias] per layer; activation is tanh, relu or elu. No gradient.
+  m.def(
+      "mlp_gaussian_act(Tensor obs, Tensor[] actor, Tensor[] critic, Tensor log_std, str activation)"
+      " -> (Tensor action, Tensor logp, Tensor value)",
+      {at::Tag::nondeterministic_seeded});
 }
 
 namespace rlarena {

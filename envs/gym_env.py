@@ -21,6 +21,12 @@ OBS_CLIP = 10.0
 REWARD_CLIP = 10.0
 
 
+def _clip(x: np.ndarray, bound: float) -> np.ndarray:
+    """``np.clip(x, -bound, bound)`` (same values, NaN included) without np.clip's Python wrapper, which
+    costs more than the clipping itself on the collector's small arrays."""
+    return np.minimum(np.maximum(x, -bound), bound)
+
+
 class GymEnvironment(Environment):
     def __init__(
         self,
@@ -72,7 +78,7 @@ class GymEnvironment(Environment):
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         if self.obs_rms is None:
             return obs.astype(np.float32)
-        return np.clip((obs - self.obs_rms.mean) / self.obs_rms.std, -OBS_CLIP, OBS_CLIP).astype(np.float32)
+        return _clip((obs - self.obs_rms.mean) / self.obs_rms.std, OBS_CLIP).astype(np.float32)
 
     def _normalize_reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         if self.return_rms is None:
@@ -81,7 +87,7 @@ class GymEnvironment(Environment):
         self._discounted_return = self._discounted_return * self.settings.gamma + reward
         self.return_rms.update(self._discounted_return)
         self._discounted_return[done] = 0.0
-        return np.clip(reward / self.return_rms.std, -REWARD_CLIP, REWARD_CLIP)
+        return _clip(reward / self.return_rms.std, REWARD_CLIP)
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, device=self.device)
@@ -115,41 +121,57 @@ class GymEnvironment(Environment):
 
     @torch.no_grad()
     def collect(self, policy: Policy, num_steps: int) -> RolloutBatch:
+        """Step the ``N`` environments ``num_steps`` times with ``policy``.
+
+        The per-step loop is kept lean (the simulator step is ~20-150 us, so Python and torch overhead
+        around it decides the speed): every record goes into a buffer allocated once per rollout, the policy
+        reads its observation as a zero-copy view of the observation buffer, its outputs are copied into
+        numpy buffers, and simulator states are recorded only when ``settings.record_states`` asks for
+        them. The arithmetic is exactly that of the straightforward loop (the determinism tests pin it).
+        """
         T, N = num_steps, self.num_envs
         obs_shape = self.observation_space.shape
         obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
         raw_obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
-        act_buf: list[torch.Tensor] = []
-        logp_buf = torch.zeros(T, N)
-        value_buf = torch.zeros(T, N)
+        actions: np.ndarray | None = None  # the policy's (unclipped) actions; shape known after step 0
+        logp_buf = np.zeros((T, N), dtype=np.float32)
+        value_buf = np.zeros((T, N), dtype=np.float32)
         rewards = np.zeros((T, N), dtype=np.float32)
         raw_rewards = np.zeros((T, N), dtype=np.float32)
         dones = np.zeros((T, N), dtype=np.float32)
         terminated_buf = np.zeros((T, N), dtype=bool)
         env_actions = np.zeros((T, N, *self.action_space.shape), dtype=self.action_space.dtype)
         # Simulator states (MuJoCo qpos, qvel) before each step: what the labeling page renders clips from.
-        states = np.zeros((T, N, self._state_size), dtype=np.float64) if self._state_size else None
+        record = self.settings.record_states and self._state_size > 0
+        states = np.zeros((T, N, self._state_size), dtype=np.float64) if record else None
+        nq = self._sim_data[0].qpos.size if record else 0
         bootstrap = np.zeros((T, N), dtype=np.float32)
         episode_returns: list[float] = []
         episode_lengths: list[int] = []
+        obs_rms, step_envs, act = self.obs_rms, self.envs.step, policy.act
+        low, high = (self.action_space.low, self.action_space.high) if self.continuous else (None, None)
 
         for t in range(T):
             raw_obs_buf[t] = self._obs
             if states is not None:
-                nq = self._sim_data[0].qpos.size
                 for i, data in enumerate(self._sim_data):  # copies into the buffer: no allocation per step
                     states[t, i, :nq] = data.qpos
                     states[t, i, nq:] = data.qvel
-            if self.obs_rms is not None:
-                self.obs_rms.update(self._obs)
-            obs = self.normalize_obs(self._obs)
-            obs_buf[t] = obs
-            out = policy.act(self._tensor(obs))
-            act_buf.append(out.action)
-            logp_buf[t] = out.logp
-            value_buf[t] = out.value
-            env_actions[t] = self._env_action(out.action)
-            next_obs, reward, terminated, truncated, info = self.envs.step(env_actions[t])
+            if obs_rms is not None:
+                obs_rms.update(self._obs)
+            obs_buf[t] = self.normalize_obs(self._obs)
+            out = act(torch.from_numpy(obs_buf[t]).to(self.device))
+            action = out.action.cpu().numpy()
+            if actions is None:
+                actions = np.zeros((T, *action.shape), dtype=action.dtype)
+            actions[t] = action
+            logp_buf[t] = out.logp.cpu().numpy()
+            value_buf[t] = out.value.cpu().numpy()
+            if self.continuous:  # the policy's Gaussian is unbounded; the simulator gets the clipped action
+                np.minimum(np.maximum(action, low), high, out=env_actions[t])  # np.clip, minus its wrapper
+            else:
+                env_actions[t] = action
+            next_obs, reward, terminated, truncated, info = step_envs(env_actions[t])
             if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
                 self._raise_non_finite(next_obs, reward, t)
             done = terminated | truncated
@@ -159,7 +181,7 @@ class GymEnvironment(Environment):
             dones[t] = done
             # A truncated episode did not end: bootstrap from the value of its final observation.
             cut = truncated & ~terminated
-            if cut.any():
+            if cut.any():  # rare (a time limit): evaluated at once, with the normalizer of this step
                 final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
                 if not np.isfinite(final_obs).all():
                     finals = np.zeros_like(next_obs)
@@ -168,20 +190,21 @@ class GymEnvironment(Environment):
                 bootstrap[t, cut] = policy.value(self._tensor(self.normalize_obs(final_obs))).cpu().numpy()
             self._episode_return += reward
             self._episode_length += 1
-            for i in np.flatnonzero(done):
-                episode_returns.append(float(self._episode_return[i]))
-                episode_lengths.append(int(self._episode_length[i]))
-            self._episode_return[done] = 0.0
-            self._episode_length[done] = 0
+            if done.any():
+                for i in np.flatnonzero(done):
+                    episode_returns.append(float(self._episode_return[i]))
+                    episode_lengths.append(int(self._episode_length[i]))
+                self._episode_return[done] = 0.0
+                self._episode_length[done] = 0
             self._obs = next_obs
         self._steps_done += T * N
 
         last_value = policy.value(self._tensor(self.normalize_obs(self._obs)))
         return RolloutBatch(
             obs=self._tensor(obs_buf),
-            actions=torch.stack(act_buf),
-            logp=logp_buf,
-            values=value_buf,
+            actions=self._tensor(actions),
+            logp=self._tensor(logp_buf),
+            values=self._tensor(value_buf),
             rewards=self._tensor(rewards),
             dones=self._tensor(dones),
             last_value=last_value,

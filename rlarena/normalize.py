@@ -15,6 +15,10 @@ class RunningMeanStd:
         batch = np.asarray(batch, dtype=np.float64)
         if batch.shape[0] == 0:
             return
+        if batch.shape[0] == 1:  # one row (a collector with one env, every step): its moments, without the
+            # reductions' overhead; mean and var of one row are exactly the row and 0
+            self.update_from_moments(batch[0], np.zeros_like(batch[0]), 1)
+            return
         self.update_from_moments(batch.mean(axis=0), batch.var(axis=0), batch.shape[0])
 
     def update_from_moments(self, batch_mean: np.ndarray, batch_var: np.ndarray, batch_count: int) -> None:

@@ -247,3 +247,4 @@ class EnvSettings:
     normalize_rewards: bool = False
     device: str = "cpu"
     run_dir: str | None = None  # where the environment may write samples (text) or videos
+    record_states: bool = False  # simulator states per step in batch.info["states"] (clips of segments)

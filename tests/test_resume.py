@@ -45,7 +45,9 @@ def test_restore_reproduces_every_state_and_the_next_update(tmp_path):
     first.algo.update(first.env.collect(first.policy, 64))
     batch = first.env.collect(first.policy, 64)
     # the state a checkpoint holds, through a save/load round trip as weights_only=True
-    atomic_torch_save(tmp_path / "checkpoint.pt", _checkpoint_state(first, step=128, iteration=2))
+    atomic_torch_save(
+        tmp_path / "checkpoint.pt", _checkpoint_state(first, step=128, iteration=2, recent=[1.0])
+    )
     state = safe_torch_load(tmp_path / "checkpoint.pt")
     np_draw, torch_draw = np.random.rand(), torch.rand(())  # consume both global RNGs after the checkpoint
 

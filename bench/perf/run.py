@@ -336,6 +336,11 @@ def run(only: str | None, rounds: int, target_s: float, threads: int | None, qui
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--loop" in argv:  # the training-loop benchmarks (bench/perf/loop.py)
+        from rlarena.bench.perf import loop
+
+        return loop.main([a for a in argv if a != "--loop"])
     parser = argparse.ArgumentParser(
         prog="rlarena bench",
         description="Time rlarena's fused ops against their peers; print and save a table.",
@@ -366,13 +371,18 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
     )
-    print(f"{rounds} interleaved rounds per case; wall time {report['wall_time_s']} s\n")
-    print(format_tables(report))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"\nwrote {args.out}")
+    write_report(report, format_tables(report), rounds, args.out)
     return 0
+
+
+def write_report(report: dict, tables: str, rounds: int, out: str | None) -> None:
+    """Print the tables under the rounds and wall-time line; write the JSON report to ``out`` if given."""
+    print(f"{rounds} interleaved rounds per case; wall time {report['wall_time_s']} s\n")
+    print(tables)
+    if out:
+        with open(out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

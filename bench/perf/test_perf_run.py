@@ -24,3 +24,14 @@ def test_bench_command_quick(tmp_path, capsys):
     assert report["machine"]["logical_cores"] >= 1 and report["targets"]
     printed = capsys.readouterr().out
     assert "| T x N |" in printed and "| n |" in printed and "Targets:" in printed
+
+
+def test_bench_loop_command_quick(tmp_path, capsys):
+    out = tmp_path / "loop.json"
+    assert run.main(["--loop", "--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [c["shape"] for c in report["collector"]] == ["hopper-1x2048", "halfcheetah-8x256"]
+    assert all(c["ratio"] > 0 for c in report["collector"])
+    assert [c["algo"] for c in report["algorithms"]] == ["reinforce", "a2c", "trpo", "ppo"]
+    assert all(c["steps_per_s"] > 0 for c in report["algorithms"])
+    assert "Collector vs bare env stepping" in capsys.readouterr().out

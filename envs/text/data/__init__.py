@@ -1,1 +1,1 @@
-"""The text tasks' shipped data (made by envs/text/generate_data.py); a package so it installs with its files."""
+"""The text tasks' shipped data (envs/text/generate_data.py makes it); a package, so it installs."""
