@@ -47,6 +47,8 @@ class EnvRow:
     iqm: stats.Estimate
     normalized_iqm: stats.Estimate | None
     final_train_return: float | None
+    best_eval: float  # mean over seeds of each run's best evaluation
+    train_last100: float | None  # mean over seeds of each run's last-100-episode training return
     auc: float
     steps_per_sec: float | None
 
@@ -166,6 +168,8 @@ def build_leaderboard(
                     iqm=stats.iqm_ci(scores, **boot),
                     normalized_iqm=stats.iqm_ci(norm(env, scores), **boot) if env in normalization else None,
                     final_train_return=_optional_mean(r.final_train_return for r in group),
+                    best_eval=float(np.mean([r.best_eval_return for r in group])),
+                    train_last100=_optional_mean(r.train_return_last100 for r in group),
                     auc=float(np.mean([r.auc for r in group])),
                     steps_per_sec=_optional_mean(r.steps_per_sec for r in group),
                 )

@@ -253,6 +253,7 @@ class Run:
     eval_steps: np.ndarray  # the learning curve, from the eval records
     eval_means: np.ndarray
     final_train_return: float | None
+    train_return_last100: float | None  # mean of the last 100 training episodes (CleanRL's metric)
     steps_per_sec: float | None
     wall_time_s: float | None
     config_hash: str | None
@@ -260,6 +261,11 @@ class Run:
     reference_score: float | None
     mtime: float = 0.0
     config: dict[str, str] | None = None  # flattened config.yaml without the keys seeds may vary in
+
+    @property
+    def best_eval_return(self) -> float:
+        """The best evaluation over training, the final one included (Tianshou's metric)."""
+        return float(max([self.final_return, *self.eval_means.tolist()]))
 
     @property
     def auc(self) -> float:
@@ -446,6 +452,7 @@ def load_run(path: str | os.PathLike) -> Run:
         seed=_field(summary, "seed", "int"),
         total_steps=_field(summary, "total_steps", "int", required=False),
         final_return=_field(summary, "eval_return_mean", "number"),
+        train_return_last100=_field(summary, "train_return_last100", "number", required=False),
         steps_per_sec=_field(summary, "steps_per_sec", "number", required=False),
         wall_time_s=_field(summary, "wall_time_s", "number", required=False),
         config_hash=_field(summary, "config_hash", "str", required=False),
