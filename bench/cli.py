@@ -5,7 +5,9 @@
 ``rlarena list``                      registered algorithms and environments
 ``rlarena leaderboard PATH...``       compare finished runs (Markdown, CSV, HTML report)
 ``rlarena bench``                     kernel benchmarks against the peers (table + JSON)
-``rlarena sft | reward-model | label``  the RLHF pipeline steps (text env, preferences)
+``rlarena sft | reward-model``        steps 1 and 2 of the text pipeline (SFT model, text reward model)
+``rlarena label``                     the labeling page of ``algo=preference`` (a person answers queries)
+``rlarena reward-from-labels``        the preference plugin's reward model from a labels file alone
 
 Subcommands are imported lazily so ``rlarena list`` does not pay for Hydra or matplotlib.
 """
@@ -21,10 +23,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("rlarena.bench.cli", "resume_main"),
     "list": ("rlarena.bench.cli", "list_main"),
     "leaderboard": ("rlarena.bench.leaderboard_cli", "main"),
-    "bench": ("rlarena.bench.perf.run", "main"),
+    "bench": ("rlarena.bench.cli", "bench_main"),
     "sft": ("rlarena.bench.text_pipeline", "sft_main"),
-    "reward-model": ("rlarena.bench.cli", "reward_model_main"),
+    "reward-model": ("rlarena.bench.text_pipeline", "reward_model_main"),
     "label": ("rlarena.bench.label_server", "main"),
+    "reward-from-labels": ("rlarena.bench.reward_model_cli", "main"),
 }
 
 USAGE = f"""usage: rlarena <command> [args]
@@ -35,6 +38,7 @@ commands: {", ".join(SUBCOMMANDS)}
   rlarena resume outputs/runs/<run> [--total-steps N]
   rlarena list
   rlarena sft task=format && rlarena reward-model task=format && rlarena train algo=ppo env=text/format
+  rlarena reward-from-labels labels=labels.sqlite out=rm/
   rlarena <command> --help
 """
 
@@ -103,15 +107,15 @@ def resume_main(argv: list[str]) -> int:
     return 0
 
 
-def reward_model_main(argv: list[str]) -> int:
-    """``labels=<file>``: a preference reward model from a labels file; else the text pipeline's step 2."""
-    if any(a.lstrip("-").split("=", 1)[0] == "labels" for a in argv):
-        from .reward_model_cli import main as labels_main
+def bench_main(argv: list[str]) -> int:
+    """``rlarena bench``: the fused ops vs their peers; ``--loop``: the training loop vs SB3 (bench/perf/)."""
+    if "--loop" in argv:
+        from .perf import loop
 
-        return labels_main(argv)
-    from .text_pipeline import reward_model_main as text_main
+        return loop.main([a for a in argv if a != "--loop"])
+    from .perf import run
 
-    return text_main(argv)
+    return run.main(argv)
 
 
 def list_main(argv: list[str]) -> int:

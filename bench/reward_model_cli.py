@@ -1,4 +1,5 @@
-"""``rlarena reward-model labels=<file>``: train a reward model from a labels file alone (no environment).
+"""``rlarena reward-from-labels labels=<file>``: train the preference plugin's reward model (the MLP
+ensemble of ``algo=preference``) from a labels file alone (no environment).
 
 The file is a label store (``.sqlite``/``.db``: what ``algo.labeler.store`` and ``rlarena label`` write) or
 JSON lines, one labeled pair per line::
@@ -8,9 +9,10 @@ JSON lines, one labeled pair per line::
      "b": {...},
      "choice": "left" | "right" | "equal" | "skip"}     # or "target": 1.0 | 0.0 | 0.5
 
-It writes ``reward_model.pt`` (load with ``algorithms.reward_model.load_reward_model``) and ``metrics.json``
-into ``out`` (default: ``<labels file>.reward_model/``). Any ``RewardModelConfig`` field can be set as
-``key=value`` (``epochs=100 ensemble_size=5 label_noise=0``).
+It writes ``reward_model.pt`` (load with ``algorithms.preference.reward_model.load_reward_ensemble``) and
+``metrics.json`` into ``out`` (default: ``<labels file>.reward_model/``). Any ``RewardModelConfig`` field
+can be set as ``key=value`` (``epochs=100 ensemble_size=5 label_noise=0 hidden_sizes=64,64``); the fields
+``OFFLINE_DEFAULTS`` names default to longer training than one online round.
 """
 
 from __future__ import annotations
@@ -18,15 +20,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlarena.algorithms.base import ConfigError
-from rlarena.algorithms.reward_model import RewardModelConfig, RewardModelTrainer, save_reward_model
+from rlarena.algorithms.preference.reward_model import (
+    RewardModelConfig,
+    RewardModelTrainer,
+    padded_features,
+    save_reward_ensemble,
+)
 from rlarena.io import atomic_write_json
 from rlarena.preferences import LabeledPair, Segment, choice_to_target
+
+from .keyvalue import defaults, parse_keys, usage
 
 # Offline, the labels are all there is: train longer than one online round.
 OFFLINE_DEFAULTS = {"epochs": 100, "max_steps_per_round": 20000, "adaptive_l2": False}
@@ -65,8 +75,6 @@ def load_labeled_pairs(path: str | Path) -> list[LabeledPair]:
 def _spearman_true_returns(trainer: RewardModelTrainer, pairs: list[LabeledPair]) -> float | None:
     """Rank agreement of predicted and true segment returns, when the segments carry true rewards."""
     from scipy.stats import spearmanr
-
-    from rlarena.algorithms.reward_model import padded_features
 
     segments = [s for p in pairs for s in (p.a, p.b) if s.true_rewards is not None]
     if len(segments) < 3:
@@ -110,7 +118,7 @@ def train_from_labels_file(
     metrics.update(labels_file=str(path), pairs=len(pairs), seed=seed, config=dataclasses.asdict(cfg))
     if out is not None:
         out = Path(out)
-        save_reward_model(str(out / "reward_model.pt"), trainer)
+        save_reward_ensemble(str(out / "reward_model.pt"), trainer)
         atomic_write_json(
             out / "metrics.json",
             {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()},
@@ -118,56 +126,30 @@ def train_from_labels_file(
     return trainer, metrics
 
 
-def _parse_value(text: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"expected true or false, got {text!r}")
-        return text.lower() in ("true", "1", "yes")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    if isinstance(default, list):
-        return [int(v) for v in text.strip("[]").split(",") if v.strip()]
-    return text
-
-
-USAGE = """usage: rlarena reward-model labels=<file> [out=<dir>] [seed=0] [<RewardModelConfig field>=<value>]
-
-Train a reward model from a label store (.sqlite/.db) or a JSON-lines labels file (docs/preferences.md)."""
+COMMAND = "reward-from-labels"
+DOC = """Train the preference plugin's reward model (algo=preference: an MLP ensemble over observation and
+action) from a label store (.sqlite/.db) or a JSON-lines labels file (docs/preferences.md). It writes
+reward_model.pt and metrics.json into out (null: <labels file>.reward_model/). The other keys are
+RewardModelConfig's fields, shown with their offline defaults."""
+# This command's own keys, besides RewardModelConfig's fields (labels is required).
+KEYS: dict[str, Any] = {"labels": str, "out": str | None, "seed": int}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    fields = [f.name for f in dataclasses.fields(RewardModelConfig)]
-    defaults = {**dataclasses.asdict(RewardModelConfig()), **OFFLINE_DEFAULTS}
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE + "\n\noptions and their offline defaults:")
-        print("\n".join(f"  {k}={v}" for k, v in defaults.items()))
+    if not argv or any(a in ("-h", "--help", "help") for a in argv):
+        shown = {"out": None, "seed": 0, **defaults(RewardModelConfig), **OFFLINE_DEFAULTS}
+        print(usage(COMMAND, DOC, shown, synopsis="labels=<file> [key=value ...]"))
         return 0
-    labels, out, seed, options = None, None, 0, {}
     try:
-        for arg in argv:
-            key, sep, value = arg.lstrip("-").partition("=")
-            if not sep:
-                raise ValueError(f"expected key=value, got {arg!r}")
-            key = key.replace("-", "_")
-            if key == "labels":
-                labels = value
-            elif key == "out":
-                out = value
-            elif key == "seed":
-                seed = int(value)
-            elif key in fields:
-                options[key] = _parse_value(value, defaults[key])
-            else:
-                raise ValueError(f"unknown option {key!r}; options: labels, out, seed, {', '.join(fields)}")
+        options = parse_keys({**KEYS, **typing.get_type_hints(RewardModelConfig)}, argv)
+        labels, out, seed = options.pop("labels", None), options.pop("out", None), options.pop("seed", 0)
         if labels is None:
             raise ValueError("labels=<file> is required")
         out = out or f"{labels}.reward_model"
         _, metrics = train_from_labels_file(labels, options, seed=seed, out=out)
     except (ValueError, ConfigError, FileNotFoundError) as exc:
-        print(f"rlarena reward-model: {exc}", file=sys.stderr)
+        print(f"rlarena {COMMAND}: {exc}", file=sys.stderr)
         return 2
     shown = {
         k: metrics[k]

@@ -6,65 +6,24 @@ Arguments are ``key=value`` pairs naming fields of :class:`rlarena.envs.text.sft
     rlarena sft task=arithmetic                    # -> artifacts/text/arithmetic/sft.pt
     rlarena reward-model task=arithmetic           # -> artifacts/text/arithmetic/rm.pt
     rlarena train algo=ppo env=text/arithmetic env.reward=rm
+
+(A reward model from a labels file, for ``algo=preference``, is ``rlarena reward-from-labels``.)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import types
-import typing
-from typing import Any, TypeVar
 
 import torch
 
-T = TypeVar("T")
-
-
-def _convert(key: str, text: str, hint: Any) -> Any:
-    """``text`` as the field's type (``int``, ``float``, ``bool``, ``str``, or one of them or None)."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if text.lower() in ("null", "none") and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    try:
-        if hint is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return text.lower() in ("true", "1")
-        return hint(text)
-    except ValueError:
-        raise ValueError(f"{key}={text!r}: expected {getattr(hint, '__name__', hint)}") from None
-
-
-def parse_key_values(cls: type[T], argv: list[str]) -> T:
-    """Build the dataclass ``cls`` from ``key=value`` arguments, refusing unknown keys and bad values."""
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for arg in argv:
-        key, sep, text = arg.partition("=")
-        if not sep:
-            raise ValueError(f"expected key=value, got {arg!r}")
-        if key not in hints:
-            raise ValueError(f"unknown key {key!r}; known keys: {', '.join(hints)}")
-        values[key] = _convert(key, text, hints[key])
-    return cls(**values)
-
-
-def _usage(command: str, cls: type, doc: str) -> str:
-    lines = [f"usage: rlarena {command} [key=value ...]", "", doc.strip(), "", "keys (default):"]
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"  {f.name:<20} {default!r}")
-    return "\n".join(lines)
+from .keyvalue import defaults, parse_key_values, usage
 
 
 def _run(
     command: str, cls: type, doc: str, argv: list[str], train, expected: tuple[type[Exception], ...]
 ) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(_usage(command, cls, doc))
+        print(usage(command, doc, defaults(cls)))
         return 0
     try:
         cfg = parse_key_values(cls, argv)
@@ -94,6 +53,14 @@ def sft_main(argv: list[str]) -> int:
 def reward_model_main(argv: list[str]) -> int:
     """Step 2: sample SFT responses, label pairs with the task scorer, train the reward model."""
     from rlarena.envs.text.reward_model import NoComparisonsError, RMConfig, train_reward_model
+
+    if any(a.lstrip("-").partition("=")[0] == "labels" for a in argv):  # once this command's other job
+        print(
+            "rlarena reward-model: labels= is not a key of the text pipeline's step 2; for a reward model "
+            "from a labels file use `rlarena reward-from-labels labels=<file> ...`",
+            file=sys.stderr,
+        )
+        return 2
 
     doc = (
         "Step 2: sample responses from the SFT model, label pairs with the task scorer (synthetic labeler),\n"

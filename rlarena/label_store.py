@@ -253,7 +253,7 @@ class LabelStore:
     # ---- export -------------------------------------------------------------------------------------------
 
     def export_jsonl(self, path: str | Path) -> int:
-        """Write every labeled pair as one JSON line (the format ``rlarena reward-model`` also reads)."""
+        """Write every labeled pair as one JSON line (the format ``rlarena reward-from-labels`` reads too)."""
         pairs = self.labeled_pairs()
         with open(path, "w", encoding="utf-8") as f:
             for p in pairs:

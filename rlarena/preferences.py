@@ -70,9 +70,13 @@ def bradley_terry_loss(
 
 
 def preference_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-pair agreement (1/0) of the model with strict labels; ties give NaN (they have no right answer)."""
-    agree = ((score_a > score_b) == (target > 0.5)).to(torch.float32)
-    return torch.where(target == 0.5, torch.full_like(agree, float("nan")), agree)
+    """Per pair, how far the model agrees with the label: 1 where it orders the pair as the label does, 0
+    where it orders it the other way, 1/2 where it scores both the same; NaN where the label is a tie
+    (``target == 0.5``: there is no order to agree with). The one accuracy of every reward model here."""
+    model = (score_a > score_b).to(torch.float32) - (score_a < score_b).to(torch.float32)  # +1, -1 or 0
+    label = (target > 0.5).to(torch.float32) - (target < 0.5).to(torch.float32)
+    agree = 0.5 * (1.0 + model * label)
+    return torch.where(label == 0, torch.full_like(agree, float("nan")), agree)
 
 
 def boltzmann_preference(return_a: np.ndarray, return_b: np.ndarray, temperature: float) -> np.ndarray:

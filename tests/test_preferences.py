@@ -21,9 +21,9 @@ from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from rlarena.algorithms.base import AlgoConfig, Algorithm, ConfigError
-from rlarena.algorithms.labelers import HumanLabeler, LabelerConfig, SyntheticLabeler
 from rlarena.algorithms.preference import PreferenceConfig, PreferenceLearning, cut_segments, label_target
-from rlarena.algorithms.reward_model import RewardModelConfig, RewardModelTrainer, padded_features
+from rlarena.algorithms.preference.labelers import HumanLabeler, LabelerConfig, SyntheticLabeler
+from rlarena.algorithms.preference.reward_model import RewardModelConfig, RewardModelTrainer, padded_features
 from rlarena.label_store import LabelStore
 from rlarena.preferences import (
     LabeledPair,
@@ -90,6 +90,22 @@ def test_accuracy_ignores_ties():
         torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 0.5])
     )
     assert acc[:2].tolist() == [1.0, 0.0] and math.isnan(acc[2].item())
+
+
+@pytest.mark.parametrize(
+    "case, score_a, score_b, target, expected",
+    [
+        ("agree", [2.0, 0.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]),
+        ("disagree", [0.0, 2.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]),
+        # A model tie is half right whichever side the label picks (it once counted as right for "b wins").
+        ("model tie", [1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.5, 0.5]),
+        ("label tie", [2.0, 1.0], [1.0, 1.0], [0.5, 0.5], [math.nan, math.nan]),
+    ],
+)
+def test_accuracy_per_pair(case, score_a, score_b, target, expected):
+    acc = preference_accuracy(torch.tensor(score_a), torch.tensor(score_b), torch.tensor(target))
+    assert acc.dtype == torch.float32
+    assert acc.tolist() == pytest.approx(expected, nan_ok=True), case
 
 
 # ---- labelers --------------------------------------------------------------------------------------------
@@ -504,7 +520,7 @@ def test_killed_writer_loses_no_acknowledged_label(tmp_path):
 
 
 def test_reward_model_command_trains_from_a_store_and_from_jsonl(tmp_path, capsys):
-    from rlarena.algorithms.reward_model import load_reward_model
+    from rlarena.algorithms.preference.reward_model import load_reward_ensemble
     from rlarena.bench.reward_model_cli import main, train_from_labels_file
 
     rng = np.random.default_rng(0)
@@ -517,7 +533,7 @@ def test_reward_model_command_trains_from_a_store_and_from_jsonl(tmp_path, capsy
     assert main([f"labels={store_path}", f"out={tmp_path / 'rm'}", "epochs=30", "ensemble_size=2"]) == 0
     shown = json.loads(capsys.readouterr().out.split("\nsaved")[0])
     assert shown["pairs"] == 100 and shown["true_return_spearman"] > 0.8
-    model = load_reward_model(str(tmp_path / "rm" / "reward_model.pt"))
+    model = load_reward_ensemble(str(tmp_path / "rm" / "reward_model.pt"))
     assert len(model.members) == 2
     assert json.loads((tmp_path / "rm" / "metrics.json").read_text())["pairs"] == 100
 
@@ -529,6 +545,34 @@ def test_reward_model_command_trains_from_a_store_and_from_jsonl(tmp_path, capsy
     assert main(["labels=/no/such/file.jsonl"]) == 2
     assert main([f"labels={store_path}", "no_such_option=1"]) == 2
     assert main([f"labels={store_path}", "ensemble_size=0"]) == 2
+    assert main([f"labels={store_path}", "hidden_sizes=64,x"]) == 2
+    assert "hidden_sizes='64,x': expected list[int]" in capsys.readouterr().err
+
+
+def test_key_values_parse_int_lists():
+    from rlarena.bench.keyvalue import parse_key_values
+
+    for text in ("32,16", "[32,16]", "[32, 16]"):
+        assert parse_key_values(RewardModelConfig, [f"hidden_sizes={text}"]).hidden_sizes == [32, 16]
+    args = ["adaptive_l2=false", "learning_rate=1e-3", "validation=holdout"]
+    cfg = parse_key_values(RewardModelConfig, args)
+    assert (cfg.adaptive_l2, cfg.learning_rate, cfg.validation) == (False, 1e-3, "holdout")
+    with pytest.raises(ValueError, match="unknown key 'hiden_sizes'"):
+        parse_key_values(RewardModelConfig, ["hiden_sizes=32"])
+
+
+def test_reward_from_labels_is_a_command_of_its_own(capsys):
+    from rlarena.bench.cli import main as rlarena
+
+    assert rlarena(["reward-from-labels", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: rlarena reward-from-labels labels=<file>" in out
+    assert "epochs               100" in out  # the offline defaults
+    # `reward-model` is the text pipeline's step 2 only: labels= there names the command to use, in one line.
+    assert rlarena(["reward-model", "labels=labels.sqlite"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`rlarena reward-from-labels labels=<file> ...`" in err
+    assert rlarena(["reward-model", "--help"]) == 0 and "Step 2" in capsys.readouterr().out
 
 
 # ---- end to end through the training command -------------------------------------------------------------

@@ -29,7 +29,7 @@ import rlarena.algorithms  # noqa: F401  (registers the algorithms)
 import rlarena.envs.text  # noqa: F401  (registers text/<task>)
 from rlarena.bench.text_pipeline import reward_model_main, sft_main
 from rlarena.envs.text.model import ModelConfig, TransformerLM
-from rlarena.envs.text.reward_model import load_reward_model
+from rlarena.envs.text.reward_model import load_text_reward_model
 from rlarena.envs.text.sft import load_lm, save_lm
 from rlarena.envs.text.tokenizer import CharTokenizer
 from rlarena.registry import get_env, list_algorithms
@@ -64,7 +64,7 @@ def test_reward_model_beats_chance(sft, tmp_path):
     figures = run_reward_model(0, tmp_path, sft=sft[0])
     assert REWARD_MODEL.passes(figures), (REWARD_MODEL.claim, figures)
     out = str(tmp_path / "rm.pt")
-    rm = load_reward_model(out, TASK)
+    rm = load_text_reward_model(out, TASK)
     assert float(rm.score_std) > 0
     # The env scores responses with it (normalized) when env.reward=rm.
     env = get_env(f"text/{TASK}")(
@@ -111,7 +111,12 @@ def test_cli_steps_write_checkpoints_and_name_missing_steps(tmp_path, capsys):
     small = ["task=strings", "d_model=32", "n_layer=1", "n_head=2", "eval_prompts=8", "batch_size=8"]
     assert sft_main([*small, "steps=5", f"out={sft_path}"]) == 0
     args = ["task=strings", f"sft={sft_path}", f"out={rm_path}", "prompts=8", "heldout_prompts=8", "steps=2"]
-    assert reward_model_main(args) in (0, 1)  # a random LM may produce no distinct-score pairs (reported)
+    status = reward_model_main(args)
+    assert status in (0, 1)  # a random LM may produce no distinct-score pairs (reported)
+    if status == 0:  # written by save_lm: the SFT checkpoint's keys, the reward head's weights included
+        ckpt = torch.load(rm_path, weights_only=True)
+        assert set(ckpt) == {"format", "task", "model_config", "vocab", "state_dict", "rm_config", "metrics"}
+        assert "head.weight" in ckpt["state_dict"] and load_text_reward_model(rm_path, "strings") is not None
     assert sft_main(["task=strings", "stpes=5"]) == 2 and "unknown key 'stpes'" in capsys.readouterr().err
     assert sft_main(["task=nope"]) == 2
     assert sft_main(["--help"]) == 0 and "steps" in capsys.readouterr().out

@@ -2,7 +2,7 @@
 against stable-baselines3's ``train()``, a PPO iteration against SB3's, and every algorithm's training
 steps/s on Hopper-v5.
 
-    rlarena bench --loop --out loop.json      (python -m rlarena.bench.perf.loop)
+    rlarena bench --loop --out loop.json      (or: python -m rlarena.bench.perf.loop)
 
 The cases are built here once and timed both by this command (interleaved rounds, ``run.measure``: read
 the ratios) and by ``bench/perf/test_perf_loop.py`` (pytest-benchmark). One torch thread throughout, as a

@@ -336,11 +336,6 @@ def run(only: str | None, rounds: int, target_s: float, threads: int | None, qui
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--loop" in argv:  # the training-loop benchmarks (bench/perf/loop.py)
-        from rlarena.bench.perf import loop
-
-        return loop.main([a for a in argv if a != "--loop"])
     parser = argparse.ArgumentParser(
         prog="rlarena bench",
         description="Time rlarena's fused ops against their peers; print and save a table.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from rlarena.bench.cli import bench_main
 from rlarena.bench.perf import run
 
 
@@ -28,7 +29,7 @@ def test_bench_command_quick(tmp_path, capsys):
 
 def test_bench_loop_command_quick(tmp_path, capsys):
     out = tmp_path / "loop.json"
-    assert run.main(["--loop", "--quick", "--out", str(out)]) == 0
+    assert bench_main(["--loop", "--quick", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [c["shape"] for c in report["collector"]] == ["hopper-1x2048", "halfcheetah-8x256"]
     assert all(c["ratio"] > 0 for c in report["collector"])

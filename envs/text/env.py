@@ -27,7 +27,7 @@ from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
 
 from .model import ModelConfig, TransformerLM, generate, response_mask
 from .policy import TextPolicy
-from .reward_model import load_reward_model
+from .reward_model import load_text_reward_model
 from .sft import default_path, load_lm
 from .tasks import TASKS, get_task, load_split
 from .tokenizer import CharTokenizer
@@ -112,7 +112,7 @@ class TextEnv(Environment):
         self.reference.to(self.device).eval().requires_grad_(False)
         self.reward_model = None
         if cfg.reward == "rm":
-            self.reward_model = load_reward_model(cfg.rm_checkpoint, cfg.task).to(self.device).eval()
+            self.reward_model = load_text_reward_model(cfg.rm_checkpoint, cfg.task).to(self.device).eval()
             self.reward_model.requires_grad_(False)
         self.observation_space = None  # token ids of any length: no fixed space
         self.action_space = self.tokenizer.vocab_size

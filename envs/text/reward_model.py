@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from rlarena.errors import ConfigError
-from rlarena.io import atomic_torch_save
-from rlarena.preferences import bradley_terry_loss
+from rlarena.preferences import bradley_terry_loss, preference_accuracy
 
 from .model import ModelConfig, TransformerLM, generate, response_mask
-from .sft import CHECKPOINT_FORMAT, default_path, load_checkpoint, load_lm
+from .sft import default_path, load_checkpoint, load_lm, save_lm
 from .tasks import Record, get_task, load_split
 from .tokenizer import CharTokenizer
 
@@ -32,7 +31,7 @@ class NoComparisonsError(RuntimeError):
     """Every sampled response of every prompt scored the same."""
 
 
-class RewardModel(nn.Module):
+class TextRewardModel(nn.Module):
     def __init__(self, lm: TransformerLM) -> None:
         super().__init__()
         self.lm = lm
@@ -60,11 +59,11 @@ class RewardModel(nn.Module):
         return (self.raw_score(prompt, prompt_mask, responses, resp_mask) - self.score_mean) / self.score_std
 
 
-def load_reward_model(path: str, task: str | None = None) -> RewardModel:
+def load_text_reward_model(path: str, task: str | None = None) -> TextRewardModel:
     ckpt = load_checkpoint(path, "reward-model", f"rlarena reward-model task={task or '<task>'} out={path}")
     if task is not None and ckpt["task"] != task:
         raise ConfigError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
-    rm = RewardModel(TransformerLM(ModelConfig(**ckpt["model_config"])))
+    rm = TextRewardModel(TransformerLM(ModelConfig(**ckpt["model_config"])))
     rm.load_state_dict(ckpt["state_dict"])
     return rm
 
@@ -131,17 +130,21 @@ def sample_comparisons(
 
 @torch.no_grad()
 def pairwise_accuracy(
-    rm: RewardModel, data: Comparisons, per_prompt: int, max_pairs: int | None = None, batch_size: int = 256
+    rm: TextRewardModel,
+    data: Comparisons,
+    per_prompt: int,
+    max_pairs: int | None = None,
+    batch_size: int = 256,
 ) -> float:
-    """Fraction of labeled pairs (the first ``max_pairs``) the reward model orders like the labeler (a tie
-    counts one half)."""
+    """Mean :func:`rlarena.preferences.preference_accuracy` over the labeled pairs (the first ``max_pairs``):
+    the fraction the reward model orders like the labeler, a tie counting one half."""
     rm.eval()
     correct = 0.0
     winner, loser = data.winner[:max_pairs], data.loser[:max_pairs]
     for w, l in zip(winner.split(batch_size), loser.split(batch_size)):
         sw = rm.raw_score(*data.pair_inputs(w, per_prompt))
         sl = rm.raw_score(*data.pair_inputs(l, per_prompt))
-        correct += float((sw > sl).sum() + 0.5 * (sw == sl).sum())
+        correct += float(preference_accuracy(sw, sl, torch.ones_like(sw)).sum())  # the winner is `a`
     rm.train()
     return correct / max(len(winner), 1)
 
@@ -201,7 +204,7 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
     )
 
     # InstructGPT initializes the reward model from the SFT model; its head starts at zero (all ties).
-    rm = RewardModel(sft_lm)
+    rm = TextRewardModel(sft_lm)
     nn.init.zeros_(rm.head.weight)
     rm.train()
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -235,18 +238,8 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
         "train_pairs": float(len(train.winner)),
         "seconds": time.perf_counter() - start,
     }
-    atomic_torch_save(
-        cfg.out,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "task": cfg.task,
-            "model_config": sft_lm.cfg.to_dict(),
-            "vocab": tok.chars,
-            "state_dict": rm.state_dict(),
-            "rm_config": asdict(cfg),
-            "metrics": metrics,
-        },
-    )
+    # The SFT checkpoint's format, with the reward model's weights (the LM's and the head's).
+    save_lm(cfg.out, rm.lm, tok, cfg.task, {"rm_config": asdict(cfg), "metrics": metrics}, rm.state_dict())
     log(
         f"reward-model {cfg.task}: held-out pairwise accuracy {metrics['heldout_accuracy']:.3f} "
         f"(chance 0.5, {int(metrics['heldout_pairs'])} pairs), train {metrics['train_accuracy']:.3f} "
@@ -256,7 +249,7 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
 
 
 @torch.no_grad()
-def fit_normalization(rm: RewardModel, data: Comparisons, per_prompt: int) -> None:
+def fit_normalization(rm: TextRewardModel, data: Comparisons, per_prompt: int) -> None:
     """Mean 0 and std 1 over the SFT model's responses: the RL reward then starts centered."""
     rm.eval()
     rows = torch.arange(len(data.responses))

@@ -154,7 +154,17 @@ def task_score(
 # ---- checkpoints --------------------------------------------------------------------------------------
 
 
-def save_lm(path: str, lm: TransformerLM, tok: CharTokenizer, task: str, extra: dict[str, Any]) -> None:
+def save_lm(
+    path: str,
+    lm: TransformerLM,
+    tok: CharTokenizer,
+    task: str,
+    extra: dict[str, Any],
+    state_dict: dict[str, Any] | None = None,
+) -> None:
+    """Write a text-model checkpoint (format ``CHECKPOINT_FORMAT``): the LM's config, the tokenizer's
+    vocabulary, the weights and ``extra``. ``state_dict`` replaces the LM's own weights for a model built on
+    ``lm`` (the reward model: the LM plus a scalar head); :func:`load_checkpoint` reads either."""
     atomic_torch_save(
         path,
         {
@@ -162,7 +172,7 @@ def save_lm(path: str, lm: TransformerLM, tok: CharTokenizer, task: str, extra: 
             "task": task,
             "model_config": lm.cfg.to_dict(),
             "vocab": tok.chars,
-            "state_dict": lm.state_dict(),
+            "state_dict": lm.state_dict() if state_dict is None else state_dict,
             **extra,
         },
     )

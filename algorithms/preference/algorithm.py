@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -31,9 +31,9 @@ from rlarena.preferences import Segment
 from rlarena.registry import UnknownPluginError, get_algorithm, register_algorithm
 from rlarena.rollout import RolloutBatch
 
-from .base import AlgoConfig, Algorithm, ConfigError, PolicyConfig, check, check_unit
-from .labelers import Labeler, LabelerConfig, labeler_config, make_labeler
-from .reward_model import RewardModelConfig, RewardModelTrainer, reward_model_config
+from ..base import AlgoConfig, Algorithm, ConfigError, PolicyConfig, check, check_unit
+from .labelers import Labeler, LabelerConfig, make_labeler
+from .reward_model import RewardModelConfig, RewardModelTrainer
 
 # AlgoConfig's fields belong to the inner algorithm. PreferenceConfig redeclares each as nullable: left
 # unset (null) it takes the inner value; set, it is forwarded. Either way the training loop reads the inner
@@ -41,6 +41,20 @@ from .reward_model import RewardModelConfig, RewardModelTrainer, reward_model_co
 INNER_FIELDS = tuple(f.name for f in fields(AlgoConfig) if f.name != "name")
 # What the inner algorithm must not see: the environment's reward in any form.
 TRUE_REWARD_KEYS = ("raw_rewards", "episode_returns")
+T = TypeVar("T")
+
+
+def sub_config(cls: type[T], value: T | dict[str, Any] | None, name: str) -> T:
+    """A nested config (``labeler``, ``reward_model``) from a config object or a plain dict (a YAML file, the
+    command line); ``None`` gives the defaults."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(**dict(value))
+    except TypeError as exc:
+        raise ConfigError(f"invalid {name} config: {exc}") from None
 
 
 def build_inner_config(name: str, overrides: dict[str, Any]) -> AlgoConfig:
@@ -82,7 +96,7 @@ class PreferenceConfig(AlgoConfig):
     policy: PolicyConfig | None = None
     # Segments and queries.
     segment_length: int = 25  # steps (InvertedPendulum: 1 s; the paper used 1-2 s of simulated time)
-    absorbing: bool = True  # learn a reward for the terminal state (see algorithms/reward_model.py)
+    absorbing: bool = True  # learn a reward for the terminal state (see reward_model.py)
     selection: str = "disagreement"  # random | disagreement (variance of P(a > b) across the ensemble)
     candidate_factor: int = 10  # disagreement: candidate pairs per query
     # Label budget and schedule: `initial_fraction` of the labels before the first update, the rest at a rate
@@ -114,8 +128,8 @@ class PreferenceConfig(AlgoConfig):
         self.inner_overrides = overrides
         for key in INNER_FIELDS:  # the training loop builds the env and the policy from these
             setattr(self, key, getattr(self._inner, key))
-        self.labeler = labeler_config(self.labeler)
-        self.reward_model = reward_model_config(self.reward_model)
+        self.labeler = sub_config(LabelerConfig, self.labeler, "labeler")
+        self.reward_model = sub_config(RewardModelConfig, self.reward_model, "reward_model")
         super().__post_init__()
         check(self.segment_length >= 1, f"segment_length must be >= 1, got {self.segment_length}")
         check(

@@ -21,7 +21,7 @@ import torch
 from rlarena.label_store import LabelStore
 from rlarena.preferences import LabeledPair, Segment, boltzmann_preference, target_to_choice
 
-from .base import ConfigError, check
+from ..base import check
 
 log = logging.getLogger("rlarena.labelers")
 
@@ -63,17 +63,6 @@ class LabelerConfig:
             self.kind != "human" or bool(self.store),
             "labeler.store (a SQLite file shared with `rlarena label`) is required for the human labeler",
         )
-
-
-def labeler_config(value: LabelerConfig | dict[str, Any] | None) -> LabelerConfig:
-    if value is None:
-        return LabelerConfig()
-    if isinstance(value, LabelerConfig):
-        return value
-    try:
-        return LabelerConfig(**dict(value))
-    except TypeError as exc:
-        raise ConfigError(f"invalid labeler config: {exc}") from None
 
 
 class Labeler(ABC):
@@ -138,7 +127,7 @@ class SyntheticLabeler(Labeler):
             np.array([a.true_return for a, _ in pairs]), np.array([b.true_return for _, b in pairs])
         )
         ids: list[int | None] = [None] * len(pairs)
-        if self.store is not None:  # a record of the run, usable by `rlarena reward-model labels=...`
+        if self.store is not None:  # a record of the run, usable by `rlarena reward-from-labels`
             ids = self.store.add_queries(pairs, source="synthetic")
             for qid, t in zip(ids, targets):
                 self.store.add_label(qid, target_to_choice(t), labeler="synthetic")

@@ -35,7 +35,7 @@ from torch import nn
 
 from rlarena.preferences import LabeledPair, Segment, bradley_terry_loss, preference_accuracy
 
-from .base import ConfigError, check, check_positive, check_unit
+from ..base import check, check_positive, check_unit
 
 
 @dataclass
@@ -79,18 +79,6 @@ class RewardModelConfig:
         )
 
 
-def reward_model_config(value: RewardModelConfig | dict[str, Any] | None) -> RewardModelConfig:
-    """Accept a config object or a plain dict (from a YAML file or the command line)."""
-    if value is None:
-        return RewardModelConfig()
-    if isinstance(value, RewardModelConfig):
-        return value
-    try:
-        return RewardModelConfig(**dict(value))
-    except TypeError as exc:
-        raise ConfigError(f"invalid reward_model config: {exc}") from None
-
-
 class RewardMLP(nn.Module):
     """One ensemble member: ``[..., d] -> [...]`` (leaky ReLU, as in the paper's MuJoCo predictor)."""
 
@@ -109,7 +97,7 @@ class RewardMLP(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-class RewardModel(nn.Module):
+class RewardEnsemble(nn.Module):
     """The ensemble, with its input standardization and output normalization as buffers (saved with it)."""
 
     def __init__(self, input_dim: int, cfg: RewardModelConfig) -> None:
@@ -183,15 +171,24 @@ class RewardModel(nn.Module):
         return torch.stack([w.pow(2).sum() for w in weights]).sum() / len(self.members)
 
 
-def padded_features(segments: list[Segment]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Features ``[B, L, d]`` (zero padded), mask ``[B, L]`` and absorbing steps ``[B]`` of segments."""
-    length = max(len(s) for s in segments)
-    x = torch.zeros(len(segments), length, segments[0].features().shape[1])
-    m = torch.zeros(len(segments), length)
-    for i, s in enumerate(segments):
-        x[i, : len(s)] = torch.from_numpy(s.features())
-        m[i, : len(s)] = 1.0
-    return x, m, torch.tensor([float(s.absorbing) for s in segments])
+def _pad(rows: list[np.ndarray], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step arrays ``[L_i, ...]`` zero padded to ``[B, length, ...]`` (float32), and the mask
+    ``[B, length]`` (1 on the real steps)."""
+    x = torch.zeros(len(rows), length, *rows[0].shape[1:], dtype=torch.float32)
+    mask = torch.zeros(len(rows), length, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        x[i, : len(row)] = torch.from_numpy(row)
+        mask[i, : len(row)] = 1.0
+    return x, mask
+
+
+def padded_features(
+    segments: list[Segment], length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features ``[B, L, d]`` (zero padded), mask ``[B, L]`` and absorbing steps ``[B]`` of segments; ``L`` is
+    ``length``, or the longest segment's."""
+    x, mask = _pad([s.features() for s in segments], length or max(len(s) for s in segments))
+    return x, mask, torch.tensor([float(s.absorbing) for s in segments])
 
 
 class PreferenceDataset:
@@ -232,22 +229,16 @@ class PreferenceDataset:
         """``xa, xb [n, L, d]``, masks ``ma, mb [n, L]``, absorbing steps ``ka, kb [n]``, ``target [n]``,
         ``weight [M, n]``."""
         if self._cache is None:
-            length = max(max(len(p.a), len(p.b)) for p in self.pairs)
-            dim = self.pairs[0].a.features().shape[1]
-            n = len(self.pairs)
-            x = np.zeros((2, n, length, dim), dtype=np.float32)
-            mask = np.zeros((2, n, length), dtype=np.float32)
-            for i, p in enumerate(self.pairs):
-                for side, seg in enumerate((p.a, p.b)):
-                    x[side, i, : len(seg)] = seg.features()
-                    mask[side, i, : len(seg)] = 1.0
+            length = max(max(len(p.a), len(p.b)) for p in self.pairs)  # both sides padded alike
+            xa, ma, ka = padded_features([p.a for p in self.pairs], length)
+            xb, mb, kb = padded_features([p.b for p in self.pairs], length)
             self._cache = {
-                "xa": torch.from_numpy(x[0]),
-                "xb": torch.from_numpy(x[1]),
-                "ma": torch.from_numpy(mask[0]),
-                "mb": torch.from_numpy(mask[1]),
-                "ka": torch.tensor([float(p.a.absorbing) for p in self.pairs]),
-                "kb": torch.tensor([float(p.b.absorbing) for p in self.pairs]),
+                "xa": xa,
+                "xb": xb,
+                "ma": ma,
+                "mb": mb,
+                "ka": ka,
+                "kb": kb,
                 "target": torch.tensor([p.target for p in self.pairs], dtype=torch.float32),
                 "weight": torch.stack(self._weights, dim=1),
             }
@@ -272,12 +263,7 @@ class PreferenceDataset:
         }
         if has_true:
             length = t["xa"].shape[1]
-            ra = torch.zeros(len(self.pairs), length)
-            rb = torch.zeros(len(self.pairs), length)
-            for i, p in enumerate(self.pairs):
-                ra[i, : len(p.a)] = torch.from_numpy(p.a.true_rewards)
-                rb[i, : len(p.b)] = torch.from_numpy(p.b.true_rewards)
-            state.update(true_a=ra, true_b=rb)
+            state.update(true_a=_pad(true_a, length)[0], true_b=_pad(true_b, length)[0])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -301,7 +287,7 @@ def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_reward_model(
-    model: RewardModel, data: dict[str, torch.Tensor], label_noise: float
+    model: RewardEnsemble, data: dict[str, torch.Tensor], label_noise: float
 ) -> dict[str, float]:
     """Training and held-out (weight 0) loss and accuracy, averaged over members (eval mode, no dropout)."""
     was_training = model.training
@@ -338,7 +324,7 @@ class RewardModelTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG stream
             torch.manual_seed(seed)
-            self.model = RewardModel(input_dim, cfg)
+            self.model = RewardEnsemble(input_dim, cfg)
         self.data = PreferenceDataset(cfg.ensemble_size, cfg.validation, cfg.validation_fraction)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.l2 = cfg.l2
@@ -438,7 +424,7 @@ class RewardModelTrainer:
         self.last_metrics = {k: float(v) for k, v in state.get("last_metrics", {}).items()}
 
 
-def save_reward_model(path: str, trainer: RewardModelTrainer, extra: dict[str, Any] | None = None) -> None:
+def save_reward_ensemble(path: str, trainer: RewardModelTrainer, extra: dict[str, Any] | None = None) -> None:
     """A self-describing checkpoint: weights, normalization, config and input size."""
     from dataclasses import asdict
 
@@ -455,11 +441,11 @@ def save_reward_model(path: str, trainer: RewardModelTrainer, extra: dict[str, A
     )
 
 
-def load_reward_model(path: str) -> RewardModel:
+def load_reward_ensemble(path: str) -> RewardEnsemble:
     from rlarena.io import safe_torch_load
 
     state = safe_torch_load(path)
-    model = RewardModel(int(state["input_dim"]), RewardModelConfig(**state["config"]))
+    model = RewardEnsemble(int(state["input_dim"]), RewardModelConfig(**state["config"]))
     model.load_state_dict(state["model"])
     model.eval()
     return model
