@@ -79,6 +79,22 @@ def bare_stepper(built, shape: Shape, seed: int = 0) -> Callable[[], None]:
     return run
 
 
+class ConstantPolicy:
+    """Zero actions, log-probs and values at no cost: the collector with it times the loop's own work."""
+
+    def __init__(self, num_envs: int, action_shape: tuple[int, ...]) -> None:
+        self.action = torch.zeros(num_envs, *action_shape)
+        self.zeros = torch.zeros(num_envs)
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False):
+        from rlarena.rollout import ActOutput
+
+        return ActOutput(self.action, self.zeros, self.zeros)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(obs.shape[0])
+
+
 def sb3_ppo(shape: Shape, seed: int = 0):
     """SB3's PPO with the same work per iteration, its rollout buffer filled once; None without SB3."""
     try:
@@ -110,9 +126,20 @@ def shape_cases(shape: Shape, rounds: int, quick: bool) -> dict[str, dict[str, A
     batch = env.collect(policy, shape.num_steps)
     out: dict[str, dict[str, Any]] = {}
 
+    # The parts: the loop with a free policy, and the policy's step alone, as many times as the rollout.
+    constant = ConstantPolicy(shape.num_envs, env.action_space.shape)
+    obs = torch.zeros(shape.num_envs, *env.observation_space.shape)
+
+    def policy_alone() -> None:
+        with torch.no_grad():
+            for _ in range(shape.num_steps):
+                policy.act(obs)
+
     fns = {
         "rlarena_collect": lambda: env.collect(policy, shape.num_steps),
         "bare_env": bare_stepper(built, shape),
+        "collect_constant_policy": lambda: env.collect(constant, shape.num_steps),
+        "policy_alone": policy_alone,
     }
     _, med = timed(fns, rounds, 0.0, quick)
     out["collector"] = {"label": shape.label, "s": med, "ratio": med["bare_env"] / med["rlarena_collect"]}
@@ -186,11 +213,15 @@ def _peer_table(title: str, rows: list[dict[str, Any]], ours: str, peer: str) ->
 
 def format_tables(report: dict[str, Any]) -> str:
     lines = ["Collector vs bare env stepping (same vector env, precomputed actions; target >= 0.8x)", ""]
-    lines += ["| shape | rlarena collect (s) | bare env (s) | bare / collect |", "|---|---|---|---|"]
+    lines += [
+        "| shape | rlarena collect (s) | bare env (s) | bare / collect | free-policy loop (s) | policy (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in report["collector"]:
         s = c["s"]
         lines.append(
-            f"| {c['label']} | {s['rlarena_collect']:.3f} | {s['bare_env']:.3f} | {c['ratio']:.2f}x |"
+            f"| {c['label']} | {s['rlarena_collect']:.3f} | {s['bare_env']:.3f} | {c['ratio']:.2f}x "
+            f"| {s['collect_constant_policy']:.3f} | {s['policy_alone']:.3f} |"
         )
     lines += _peer_table("PPO update on one rollout vs SB3's train() (same batch, 10 epochs of 64)",
                          report["update"], "rlarena_update", "sb3_train")  # fmt: skip
