@@ -2,6 +2,7 @@
 
 ``rlarena train [hydra overrides]``   train one run, or a sweep with ``--multirun``
 ``rlarena resume RUN_DIR``            continue an interrupted run from its checkpoint
+``rlarena eval RUN_DIR``              evaluate a saved run without retraining (table + eval.json)
 ``rlarena list``                      registered algorithms and environments
 ``rlarena leaderboard PATH...``       compare finished runs (Markdown, CSV, HTML report)
 ``rlarena bench``                     kernel benchmarks against the peers (table + JSON)
@@ -21,6 +22,7 @@ from collections.abc import Callable
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rlarena.bench.cli", "train_main"),
     "resume": ("rlarena.bench.cli", "resume_main"),
+    "eval": ("rlarena.bench.evaluate", "main"),
     "list": ("rlarena.bench.cli", "list_main"),
     "leaderboard": ("rlarena.bench.leaderboard_cli", "main"),
     "bench": ("rlarena.bench.cli", "bench_main"),
@@ -36,6 +38,7 @@ commands: {", ".join(SUBCOMMANDS)}
   rlarena train algo=ppo env=hopper seed=1 total_steps=100000
   rlarena train --multirun algo=ppo,a2c env=hopper,walker2d seed=0,1,2 hydra/launcher=joblib
   rlarena resume outputs/runs/<run> [--total-steps N]
+  rlarena eval outputs/runs/<run> [--episodes N] [--deterministic | --stochastic]
   rlarena list
   rlarena sft task=format && rlarena reward-model task=format && rlarena train algo=ppo env=text/format
   rlarena reward-from-labels labels=labels.sqlite out=rm/

@@ -1,0 +1,72 @@
+"""rlarena eval: a saved run evaluated again from its own files, without retraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlarena.bench.cli import main as rlarena
+from rlarena.bench.evaluate import evaluate_run
+from rlarena.bench.train import load_config, run_training
+
+OVERRIDES = [
+    "algo=ppo",
+    "env=invertedpendulum",
+    "total_steps=1024",
+    "algo.num_steps=256",
+    "eval.episodes=3",
+    "eval.every_steps=0",
+    "progress=false",
+    "tensorboard=false",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    summary = run_training(load_config(OVERRIDES), run_dir, explicit_keys=set())
+    return run_dir, summary
+
+
+def test_eval_reproduces_the_final_evaluation_and_writes_eval_json(finished_run, capsys):
+    run_dir, summary = finished_run
+    assert rlarena(["eval", str(run_dir)]) == 0
+    out = json.loads((run_dir / "eval.json").read_text())
+    assert out["eval_returns"] == summary["eval_returns"]  # same episodes, same policy, deterministic
+    assert out["episodes"] == 3 and out["deterministic"] is True and out["step"] == summary["steps_done"]
+    printed = capsys.readouterr().out
+    assert "final evaluation" not in printed and "deterministic" in printed and "eval.json" in printed
+
+
+def test_eval_with_other_settings(finished_run):
+    run_dir, _ = finished_run
+    out = evaluate_run(run_dir, episodes=5, deterministic=False)
+    assert len(out["eval_returns"]) == 5 and out["deterministic"] is False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["no/such/run"], "no run directory"),
+        (["{empty}"], "has no config.yaml and no checkpoint.pt"),
+        (["{run}", "--episodes", "0"], "--episodes must be a positive integer"),
+    ],
+)
+def test_eval_refuses_bad_input_in_one_line(args, message, finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    args = [a.format(empty=tmp_path, run=run_dir) for a in args]
+    assert rlarena(["eval", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlarena eval: ") and message in err and "Traceback" not in err
+
+
+def test_eval_of_a_text_run_reports_the_task_score_and_samples(tmp_path):
+    overrides = ["algo=ppo", "env=text/arithmetic", "env.sft_checkpoint=untrained", "env.max_new_tokens=6"]
+    overrides += ["algo.num_steps=6", "algo.num_envs=4", "algo.num_minibatches=2", "total_steps=24"]
+    overrides += ["eval.episodes=4", "eval.every_steps=0", "progress=false", "tensorboard=false"]
+    explicit = {o.split("=")[0] for o in overrides}
+    summary = run_training(load_config(overrides), tmp_path / "run", explicit_keys=explicit)
+    out = evaluate_run(tmp_path / "run")
+    assert out["eval_returns"] == summary["eval_returns"]
+    assert "eval_score" in out and out["samples"]
