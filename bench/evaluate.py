@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlarena.errors import ConfigError, RunFileError, UserError, report
+from rlarena.errors import ConfigError, UserError, report
 from rlarena.io import atomic_write_json, exclusive_directory
 
 from .configs import algo_config_from_dict
-from .results import CHECKPOINT, CONFIG, read_checkpoint, read_run_config
+from .results import CHECKPOINT, read_checkpoint, read_run_config, require_saved_run
 from .train import _print_eval_table, _restore, build_from
 
 EVAL = "eval.json"
@@ -34,14 +34,7 @@ def evaluate_run(
     """Evaluate the policy saved in ``run_dir``; returns what ``eval.json`` holds. ``episodes`` and
     ``deterministic`` default to the run's own ``eval`` settings. Missing or foreign files raise
     :class:`RunFileError` naming them; a run that is still training raises ``RunDirectoryInUse``."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFileError(f"rlarena eval: no run directory {str(run_dir)!r}")
-    missing = [name for name in (CONFIG, CHECKPOINT) if not (run_dir / name).is_file()]
-    if missing:
-        raise RunFileError(
-            f"rlarena eval: {str(run_dir)!r} has no {' and no '.join(missing)}: nothing to evaluate"
-        )
+    run_dir = require_saved_run(run_dir, "rlarena eval", "nothing to evaluate")
     if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
         raise ConfigError(f"--episodes must be a positive integer, got {episodes!r}")
     with exclusive_directory(run_dir):  # no evaluation of a run another process is still writing

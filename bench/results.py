@@ -150,6 +150,18 @@ def read_json_file(path: str | os.PathLike) -> dict[str, Any]:
     return value
 
 
+def require_saved_run(run_dir: str | os.PathLike, prog: str, consequence: str) -> Path:
+    """``run_dir`` as a Path if it holds a config and a checkpoint; else :class:`RunFileError` saying what
+    is missing, prefixed with ``prog`` and followed by ``consequence``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFileError(f"{prog}: no run directory {str(run_dir)!r}")
+    missing = [name for name in (CONFIG, CHECKPOINT) if not (run_dir / name).is_file()]
+    if missing:
+        raise RunFileError(f"{prog}: {str(run_dir)!r} has no {' and no '.join(missing)}; {consequence}")
+    return run_dir
+
+
 def read_run_config(run_dir: str | os.PathLike) -> Any:
     """The run's resolved ``config.yaml`` as an OmegaConf object (:class:`RunFileError` if unreadable)."""
     from omegaconf import DictConfig, OmegaConf

@@ -51,6 +51,7 @@ from .results import (
     read_checkpoint,
     read_json_file,
     read_run_config,
+    require_saved_run,
     write_failure,
 )
 
@@ -388,15 +389,12 @@ def resume_training(run_dir: str | os.PathLike, total_steps: int | None = None) 
     """Continue an interrupted run from its ``checkpoint.pt``, in its own directory and with its saved config;
     ``total_steps`` (optional) extends it, finished or not. Returns the summary. Missing, corrupt or foreign
     files raise :class:`RunFileError` naming the file; nothing on disk changes before they all check out."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFileError(f"rlarena resume: no run directory {str(run_dir)!r}")
-    missing = [name for name in (CONFIG, CHECKPOINT) if not (run_dir / name).is_file()]
-    if missing:
-        raise RunFileError(
-            f"rlarena resume: {str(run_dir)!r} has no {' and no '.join(missing)}; a run writes its "
-            "checkpoint every checkpoint.every_steps steps (0 = only at the end): nothing to resume from"
-        )
+    run_dir = require_saved_run(
+        run_dir,
+        "rlarena resume",
+        "a run writes its checkpoint every checkpoint.every_steps steps (0 = only at the end): nothing to "
+        "resume from",
+    )
     with exclusive_directory(run_dir):  # a resume racing a live run fails here, before touching anything
         cfg = read_run_config(run_dir)
         state = read_checkpoint(run_dir)

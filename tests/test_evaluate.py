@@ -49,7 +49,7 @@ def test_eval_with_other_settings(finished_run):
     "args, message",
     [
         (["no/such/run"], "no run directory"),
-        (["{empty}"], "has no config.yaml and no checkpoint.pt"),
+        (["{empty}"], "has no config.yaml and no checkpoint.pt; nothing to evaluate"),
         (["{run}", "--episodes", "0"], "--episodes must be a positive integer"),
     ],
 )
