@@ -431,7 +431,17 @@ def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:
 # ---- the Hydra entry point ----------------------------------------------------------------------------
 
 
-def hydra_task(cfg: DictConfig) -> dict[str, Any] | None:
+class RunResult(dict):
+    """A Hydra job's result: the run's summary (or its status), and, as ``float(result)``, the objective a
+    search sweeper (Optuna) maximizes: the final evaluation's mean return; NaN for a failed job, which
+    Optuna records as a failed trial."""
+
+    def __float__(self) -> float:
+        value = self.get("eval_return_mean")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def hydra_task(cfg: DictConfig) -> RunResult:
     """One Hydra job: skip if already finished, resume an interrupted attempt, else train; in a sweep a
     failure is recorded (``failed.json``) and the other jobs go on; a single run ends with one message."""
     from hydra.core.hydra_config import HydraConfig
@@ -441,21 +451,21 @@ def hydra_task(cfg: DictConfig) -> dict[str, Any] | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return _hydra_job(cfg, run_dir, Path(hydra_cfg.runtime.cwd) / cfg.outputs_root)
+        return RunResult(_hydra_job(cfg, run_dir, Path(hydra_cfg.runtime.cwd) / cfg.outputs_root))
     except UserError as exc:
         if not multirun:
             raise SystemExit(report_user_error("rlarena train", exc)) from None
         if not isinstance(exc, RunDirectoryInUse):  # another process's directory: write nothing into it
             write_failure(run_dir, {"error": str(exc), "kind": "config"})
         log.error("job %s: %s", hydra_cfg.job.num, exc)
-        return {"status": "failed", "error": str(exc)}
+        return RunResult(status="failed", error=str(exc))
     except Exception as exc:
         if not multirun:
             raise
         error = f"{type(exc).__name__}: {exc}"
         write_failure(run_dir, {"error": error, "traceback": traceback.format_exc()})
         log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(exc).__name__, exc)
-        return {"status": "failed", "error": str(exc)}
+        return RunResult(status="failed", error=str(exc))
 
 
 def _hydra_job(cfg: DictConfig, run_dir: Path, outputs_root: Path) -> dict[str, Any]:
@@ -472,7 +482,8 @@ def _hydra_job(cfg: DictConfig, run_dir: Path, outputs_root: Path) -> dict[str, 
             if done is not None and done.resolve() != run_dir.resolve():
                 log.info("skipping: an identical run already finished in %s (force=true to re-run)", done)
                 atomic_write_json(run_dir / REUSED, {"existing": str(done), "config_hash": cfg_hash})
-                return {"status": "skipped", "existing": str(done)}
+                reused = read_json_file(done / SUMMARY)  # its figures: a search sweeper reads them too
+                return {**reused, "status": "skipped", "existing": str(done)}
             state = _resumable_checkpoint(run_dir, cfg_hash)
             if state is not None:
                 log.info("resuming the interrupted run in %s from step %d", run_dir, int(state["step"]))
