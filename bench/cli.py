@@ -3,6 +3,7 @@
 ``rlarena train [hydra overrides]``   train one run, or a sweep with ``--multirun``
 ``rlarena resume RUN_DIR``            continue an interrupted run from its checkpoint
 ``rlarena eval RUN_DIR``              evaluate a saved run without retraining (table + eval.json)
+``rlarena video RUN_DIR``             render a saved MuJoCo policy's episodes to MP4 and GIF
 ``rlarena list``                      registered algorithms and environments
 ``rlarena leaderboard PATH...``       compare finished runs (Markdown, CSV, HTML report)
 ``rlarena bench``                     kernel benchmarks against the peers (table + JSON)
@@ -23,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rlarena.bench.cli", "train_main"),
     "resume": ("rlarena.bench.cli", "resume_main"),
     "eval": ("rlarena.bench.evaluate", "main"),
+    "video": ("rlarena.bench.video", "main"),
     "list": ("rlarena.bench.cli", "list_main"),
     "leaderboard": ("rlarena.bench.leaderboard_cli", "main"),
     "bench": ("rlarena.bench.cli", "bench_main"),
@@ -39,6 +41,7 @@ commands: {", ".join(SUBCOMMANDS)}
   rlarena train --multirun algo=ppo,a2c env=hopper,walker2d seed=0,1,2 hydra/launcher=joblib
   rlarena resume outputs/runs/<run> [--total-steps N]
   rlarena eval outputs/runs/<run> [--episodes N] [--deterministic | --stochastic]
+  rlarena video outputs/runs/<run> [--episodes N] [--width W --height H]
   rlarena list
   rlarena sft task=format && rlarena reward-model task=format && rlarena train algo=ppo env=text/format
   rlarena reward-from-labels labels=labels.sqlite out=rm/

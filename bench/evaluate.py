@@ -23,9 +23,25 @@ from rlarena.io import atomic_write_json, exclusive_directory
 
 from .configs import algo_config_from_dict
 from .results import CHECKPOINT, read_checkpoint, read_run_config, require_saved_run
-from .train import _print_eval_table, _restore, build_from
+from .train import Built, _print_eval_table, _restore, build_from
 
 EVAL = "eval.json"
+
+
+def load_saved_run(run_dir: Path) -> tuple[Any, dict[str, Any], Built]:
+    """The run's config, its checkpoint, and env + policy + algorithm rebuilt from them and restored (the
+    caller holds the directory's lock and closes ``built.env``)."""
+    cfg = read_run_config(run_dir)
+    state = read_checkpoint(run_dir)
+    torch.set_num_threads(int(cfg.torch_threads))
+    algo_cfg = algo_config_from_dict(cfg.algo.name, state["algo_config"])
+    built = build_from(cfg, algo_cfg, run_dir=None)  # nothing of the environment's goes to the run
+    try:
+        _restore(built, state, run_dir / CHECKPOINT)
+    except Exception:
+        built.env.close()
+        raise
+    return cfg, state, built
 
 
 def evaluate_run(
@@ -38,15 +54,10 @@ def evaluate_run(
     if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
         raise ConfigError(f"--episodes must be a positive integer, got {episodes!r}")
     with exclusive_directory(run_dir):  # no evaluation of a run another process is still writing
-        cfg = read_run_config(run_dir)
-        state = read_checkpoint(run_dir)
+        cfg, state, built = load_saved_run(run_dir)
         episodes = int(cfg.eval.episodes) if episodes is None else episodes
         deterministic = bool(cfg.eval.deterministic) if deterministic is None else deterministic
-        torch.set_num_threads(int(cfg.torch_threads))
-        algo_cfg = algo_config_from_dict(cfg.algo.name, state["algo_config"])
-        built = build_from(cfg, algo_cfg, run_dir=None)  # nothing of the environment's goes to the run
         try:
-            _restore(built, state, run_dir / CHECKPOINT)
             result = built.env.evaluate(built.policy, episodes, deterministic=deterministic)
         finally:
             built.env.close()
@@ -72,13 +83,19 @@ def evaluate_run(
     return out
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rlarena eval",
-        description="Evaluate a saved run (its checkpoint.pt, with its config.yaml) without retraining; "
-        "print the table training ends with and write eval.json into the run directory.",
-    )
+def saved_run_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of a command that reads a saved run (``RUN_DIR`` first)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("run_dir", help="the run's directory (it holds config.yaml and checkpoint.pt)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = saved_run_parser(
+        "rlarena eval",
+        "Evaluate a saved run (its checkpoint.pt, with its config.yaml) without retraining; print the table "
+        "training ends with and write eval.json into the run directory.",
+    )
     parser.add_argument("--episodes", type=int, help="episodes (default: the run's eval.episodes)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=None,

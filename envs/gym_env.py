@@ -250,6 +250,37 @@ class GymEnvironment(Environment):
             envs.close()
         return {"returns": returns, "lengths": lengths}
 
+    @torch.no_grad()
+    def record_episodes(
+        self, policy: Policy, episodes: int, width: int, height: int, deterministic: bool = True
+    ) -> list[dict[str, Any]] | None:
+        """Episodes on one rendering copy of the task, seeded as ``evaluate``'s first environment, with the
+        frozen normalizer statistics; every frame at the task's own rate (``render_fps``)."""
+        kwargs = dict(self._env_kwargs)
+        if self._max_episode_steps is not None:
+            kwargs["max_episode_steps"] = self._max_episode_steps
+        try:
+            env = gym.make(self.env_id, render_mode="rgb_array", width=width, height=height, **kwargs)
+        except TypeError:  # a task whose renderer takes no size (not MuJoCo): nothing to record
+            return None
+        try:
+            fps = float(env.metadata.get("render_fps") or 30)
+            out = []
+            obs, _ = env.reset(seed=self.settings.seed + 1_000_003)
+            for _ in range(episodes):
+                frames, total, length, done = [env.render()], 0.0, 0, False
+                while not done:
+                    batch = self.normalize_obs(np.asarray(obs)[None])
+                    action = policy.act(self._tensor(batch), deterministic=deterministic).action
+                    obs, reward, terminated, truncated, _ = env.step(self._env_action(action)[0])
+                    frames.append(env.render())
+                    total, length, done = total + float(reward), length + 1, terminated or truncated
+                out.append({"frames": np.stack(frames), "fps": fps, "return": total, "length": length})
+                obs, _ = env.reset()
+            return out
+        finally:
+            env.close()
+
     # ---- checkpointing --------------------------------------------------------------------------------
 
     @property

@@ -210,6 +210,13 @@ class Environment(ABC):
     def evaluate(self, policy: Policy, episodes: int, deterministic: bool = True) -> dict[str, Any]:
         """Run whole episodes on separate evaluation environments; return at least ``returns`` (a list)."""
 
+    def record_episodes(
+        self, policy: Policy, episodes: int, width: int, height: int, deterministic: bool = True
+    ) -> list[dict[str, Any]] | None:
+        """Whole episodes rendered to frames, for videos: one dict per episode with ``frames`` (``[T, H, W,
+        3]`` uint8), ``fps``, ``return`` and ``length``; None when the environment has nothing to show."""
+        return None
+
     def make_policy(self, policy_cfg: dict[str, Any]) -> Policy | None:
         """An environment-specific policy (text: a language model), or None for the default MLP."""
         return None

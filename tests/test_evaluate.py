@@ -70,3 +70,29 @@ def test_eval_of_a_text_run_reports_the_task_score_and_samples(tmp_path):
     out = evaluate_run(tmp_path / "run")
     assert out["eval_returns"] == summary["eval_returns"]
     assert "eval_score" in out and out["samples"]
+
+
+def test_video_renders_the_saved_policy_to_mp4_and_gif(finished_run, capsys):
+    import imageio.v2 as imageio
+
+    run_dir, summary = finished_run
+    assert rlarena(["video", str(run_dir), "--episodes", "2", "--width", "96", "--height", "64"]) == 0
+    listing = json.loads((run_dir / "videos" / "video.json").read_text())
+    assert [ep["episode"] for ep in listing["episodes"]] == [0, 1]
+    for ep in listing["episodes"]:
+        assert ep["frames"] == ep["length"] + 1  # the reset frame, then one per step
+        reader = imageio.get_reader(run_dir / "videos" / f"episode_{ep['episode']}.mp4", format="FFMPEG")
+        assert reader.count_frames() == ep["frames"] and reader.get_meta_data()["size"] == (96, 64)
+        assert (run_dir / "videos" / f"episode_{ep['episode']}.gif").stat().st_size > 0
+    # deterministic playback of a deterministic policy: the returns the final evaluation saw
+    assert all(ep["return"] in summary["eval_returns"] for ep in listing["episodes"])
+    assert "episode 1: return" in capsys.readouterr().out
+
+
+def test_video_of_a_text_run_says_there_is_nothing_to_render(tmp_path, capsys):
+    overrides = ["algo=ppo", "env=text/arithmetic", "env.sft_checkpoint=untrained", "env.max_new_tokens=6"]
+    overrides += ["algo.num_steps=6", "algo.num_envs=4", "algo.num_minibatches=2", "total_steps=24"]
+    overrides += ["eval.episodes=4", "eval.every_steps=0", "progress=false", "tensorboard=false"]
+    run_training(load_config(overrides), tmp_path / "run", explicit_keys={o.split("=")[0] for o in overrides})
+    assert rlarena(["video", str(tmp_path / "run")]) == 2
+    assert "has nothing to render" in capsys.readouterr().err
