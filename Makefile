@@ -19,7 +19,8 @@ $(STAMP): setup.py pyproject.toml $(CSRC)
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	# The filter hides setuptools' notice on every editable install ("folders with the same name as your
 	# package"): this checkout is laid out that way on purpose (setup.py maps the folders into rlarena.*).
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q --no-build-isolation -e ".[test]"
+	# ray: the Ray launcher's end-to-end test (tests/test_ray_launcher.py) runs a real head in a namespace.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q --no-build-isolation -e ".[test,ray]"
 	touch $(STAMP)
 
 run: $(STAMP)            ## the main job: PPO on Hopper-v5, 300k steps (about 4 min on a 2-core machine)
