@@ -11,13 +11,14 @@ import base64
 import html
 import io
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from . import stats
 from .leaderboard import Leaderboard
-from .results import Collection
+from .results import Collection, Run
 from .tables import (
     AGGREGATE_HEADER,
     ENV_HEADER,
@@ -170,6 +171,41 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
+MAX_CLIP_BYTES = 2_000_000  # a clip larger than this is linked, not embedded: the report stays light
+
+
+def best_run_clip(runs: list[Run]) -> Path | None:
+    """The GIF of the best run (highest final return) among ``runs`` that has one: ``rlarena video``'s
+    episode clips first, else the clip of its latest evaluation (``video.at_eval``)."""
+
+    def step_of(p: Path) -> int:
+        tail = p.stem.removeprefix("step_")
+        return int(tail) if tail.isdigit() else -1
+
+    for run in sorted(runs, key=lambda r: -r.final_return):
+        folder = run.path / "videos"
+        episodes = sorted(folder.glob("episode_*.gif"))
+        steps = sorted(folder.glob("step_*.gif"), key=step_of)
+        if episodes or steps:
+            return episodes[0] if episodes else steps[-1]
+    return None
+
+
+def _clips(lb: Leaderboard, collection: Collection, env: str) -> str:
+    cells = []
+    for algo in sorted({r.algo for r in collection.runs if r.env == env}):
+        clip = best_run_clip([r for r in collection.runs if r.env == env and r.algo == algo])
+        if clip is None:
+            continue
+        if clip.stat().st_size <= MAX_CLIP_BYTES:
+            data = base64.b64encode(clip.read_bytes()).decode("ascii")
+            media = f'<img alt="{_e(algo)} on {_e(env)}" src="data:image/gif;base64,{data}">'
+        else:
+            media = f'<a href="{_e(clip.resolve().as_uri())}">{_e(clip.name)}</a>'
+        cells.append(f"<figure>{media}<figcaption>{_e(algo)}: best run</figcaption></figure>")
+    return f'<div class="clips">{"".join(cells)}</div>' if cells else ""
+
+
 def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena leaderboard") -> str:
     """The whole report as one HTML document."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -213,6 +249,7 @@ def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena l
             f'<section id="env-{i}"><h2>{_e(env_title(lb, env))}</h2>',
             _table(ENV_HEADER, env_table_rows(lb, env, escape=_identity)),
             _img(learning_curves_png(lb, env), f"learning curves on {env}"),
+            _clips(lb, collection, env),
             "</section>",
         ]
 

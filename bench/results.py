@@ -86,6 +86,16 @@ class RunDirectory:
         if self._tb is not None:
             self._tb.add_text(tag, text, step)
 
+    def log_gif(self, tag: str, step: int, gif: bytes, width: int, height: int) -> None:
+        """An animated GIF in TensorBoard's image dashboard (what ``add_video`` writes, without moviepy)."""
+        if self._tb is not None:
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+            self._tb._get_file_writer().add_summary(
+                Summary(value=[Summary.Value(tag=tag, image=image)]), step
+            )
+
     def save_checkpoint(self, state: dict[str, Any]) -> Path:
         path = self.path / CHECKPOINT
         atomic_torch_save(path, state)
@@ -227,7 +237,15 @@ def find_finished_run(root: str | os.PathLike, config_hash: str) -> Path | None:
 RUN_MARKERS = (SUMMARY, FAILED, METRICS, REUSED)
 
 # Keys that change how a run is watched, not what it computes: excluded from the config hash.
-NON_SEMANTIC_KEYS = ("progress", "force", "outputs_root", "torch_threads", "tensorboard", "checkpoint")
+NON_SEMANTIC_KEYS = (
+    "progress",
+    "force",
+    "outputs_root",
+    "torch_threads",
+    "tensorboard",
+    "checkpoint",
+    "video",
+)
 # Config keys that legitimately differ between the seeds of one experiment, or only change how a run is
 # watched: left out when the leaderboard compares the configs of pooled runs.
 VARYING_KEYS = {"seed", *NON_SEMANTIC_KEYS}

@@ -99,7 +99,17 @@ def validate_run_config(cfg: DictConfig) -> None:
     _check_int("eval.every_steps", cfg.eval.every_steps, 0, note=" (0 = only at the end)")
     _check_int("checkpoint.every_steps", cfg.checkpoint.every_steps, 0, note=" (0 = only at the end)")
     _check_int("torch_threads", cfg.torch_threads, 1)
-    for key in ("progress", "tensorboard", "force", "eval.deterministic"):
+    video = cfg.get("video")
+    if video is not None:
+        for key in ("video.width", "video.height"):
+            _check_int(key, OmegaConf.select(cfg, key), 1)
+    for key in (
+        "progress",
+        "tensorboard",
+        "force",
+        "eval.deterministic",
+        *(["video.at_eval"] if video else []),
+    ):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -320,8 +330,9 @@ def _train(
         if eval_every and not last and (step // eval_every) > ((step - steps_per_iter) // eval_every):
             t0 = time.perf_counter()
             result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
-            eval_time += time.perf_counter() - t0
             _log_eval(run, step, result)
+            _maybe_clip(cfg, env, policy, run, step)
+            eval_time += time.perf_counter() - t0
         if ckpt_every and not last and (step // ckpt_every) > ((step - steps_per_iter) // ckpt_every):
             run.save_checkpoint(_checkpoint_state(built, step, iteration + 1, recent))
     bar.close()
@@ -330,6 +341,7 @@ def _train(
 
     result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
     _log_eval(run, step, result)
+    _maybe_clip(cfg, env, policy, run, step)
     run.save_checkpoint(_checkpoint_state(built, step, num_iters, recent))
     returns = result["returns"]
     summary = {
@@ -411,6 +423,14 @@ def resume_training(run_dir: str | os.PathLike, total_steps: int | None = None) 
         # step == total_steps without a summary: killed before the end; the final evaluation remains
         log.info("resuming %s from step %d of %d", run_dir, int(state["step"]), cfg.total_steps)
         return run_training(cfg, run_dir, resume=state)
+
+
+def _maybe_clip(cfg: DictConfig, env: Environment, policy: Policy, run: RunDirectory, step: int) -> None:
+    video = cfg.get("video")  # absent from the configs of runs made before it existed
+    if video is not None and video.get("at_eval"):
+        from .video import clip_at_eval
+
+        clip_at_eval(env, policy, video, run, step)
 
 
 def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:

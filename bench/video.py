@@ -32,6 +32,31 @@ def write_mp4(frames: np.ndarray, path: Path, fps: float) -> Path:
     return path
 
 
+def write_episode(episode: dict[str, Any], folder: Path, name: str, gif: bool = True) -> dict[str, Any]:
+    """One recorded episode as ``<name>.mp4`` (and ``<name>.gif``, every other frame) in ``folder``; returns
+    its return, length, frame count, fps and file names."""
+    from rlarena.envs.mujoco_render import write_gif
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [write_mp4(episode["frames"], folder / f"{name}.mp4", episode["fps"]).name]
+    if gif:
+        files.append(write_gif(episode["frames"][::2], folder / f"{name}.gif", 2 / episode["fps"]).name)
+    return {"return": episode["return"], "length": episode["length"], "frames": len(episode["frames"]),
+            "fps": episode["fps"], "files": files}  # fmt: skip
+
+
+def clip_at_eval(env: Any, policy: Any, video_cfg: Any, run: Any, step: int) -> None:
+    """``video.at_eval``: one deterministic episode, to ``videos/step_<step>.mp4`` and ``.gif`` and, as a
+    GIF, to TensorBoard (``eval/video``). Environments with nothing to render are skipped quietly."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    width, height = int(video_cfg.width), int(video_cfg.height)
+    recorded = env.record_episodes(policy, 1, width, height, deterministic=True)
+    if not recorded:
+        return
+    info = write_episode(recorded[0], run.path / VIDEOS, f"step_{step}")
+    run.log_gif("eval/video", step, (run.path / VIDEOS / info["files"][1]).read_bytes(), width, height)
+
+
 def record_run(
     run_dir: str | os.PathLike,
     episodes: int = 1,
@@ -42,8 +67,6 @@ def record_run(
 ) -> dict[str, Any]:
     """Render ``episodes`` episodes of the saved policy; returns what ``videos/video.json`` holds."""
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before MuJoCo makes a context
-    from rlarena.envs.mujoco_render import write_gif
-
     run_dir = require_saved_run(run_dir, "rlarena video", "nothing to render")
     for name, value in (("--episodes", episodes), ("--width", width), ("--height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -60,16 +83,9 @@ def record_run(
                 "`rlarena eval` shows a text run's sample responses"
             )
         folder = run_dir / VIDEOS
-        folder.mkdir(exist_ok=True)
-        listing = []
-        for i, ep in enumerate(recorded):
-            files = [write_mp4(ep["frames"], folder / f"episode_{i}.mp4", ep["fps"]).name]
-            if gif:
-                files.append(write_gif(ep["frames"][::2], folder / f"episode_{i}.gif", 2 / ep["fps"]).name)
-            listing.append(
-                {"episode": i, "return": ep["return"], "length": ep["length"], "frames": len(ep["frames"]),
-                 "fps": ep["fps"], "files": files}
-            )  # fmt: skip
+        listing = [
+            {"episode": i, **write_episode(ep, folder, f"episode_{i}", gif)} for i, ep in enumerate(recorded)
+        ]
         out = {"run_dir": str(run_dir), "step": int(state["step"]), "width": width, "height": height,
                "deterministic": deterministic, "episodes": listing}  # fmt: skip
         atomic_write_json(folder / "video.json", out)

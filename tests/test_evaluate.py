@@ -96,3 +96,33 @@ def test_video_of_a_text_run_says_there_is_nothing_to_render(tmp_path, capsys):
     run_training(load_config(overrides), tmp_path / "run", explicit_keys={o.split("=")[0] for o in overrides})
     assert rlarena(["video", str(tmp_path / "run")]) == 2
     assert "has nothing to render" in capsys.readouterr().err
+
+
+def test_clips_at_each_evaluation_go_to_the_run_and_tensorboard(tmp_path):
+    overrides = [o for o in OVERRIDES if not o.startswith(("eval.every_steps", "tensorboard"))]
+    overrides += ["eval.every_steps=512", "video.at_eval=true", "video.width=64", "video.height=48"]
+    run_training(load_config(overrides), tmp_path / "run", explicit_keys=set())
+    videos = sorted(p.name for p in (tmp_path / "run" / "videos").iterdir())
+    assert videos == ["step_1024.gif", "step_1024.mp4", "step_512.gif", "step_512.mp4"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    images = events.Images("eval/video")
+    assert [i.step for i in images] == [512, 1024] and images[0].width == 64 and images[0].height == 48
+
+
+def test_video_settings_are_watch_only():
+    from rlarena.bench.train import config_hash
+
+    plain = load_config(OVERRIDES)
+    clips = load_config([*OVERRIDES, "video.at_eval=true"])
+    assert config_hash(plain) == config_hash(clips)  # a clip does not make another experiment
+
+
+def test_the_html_report_embeds_the_best_runs_clip(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    assert rlarena(["video", str(run_dir), "--width", "64", "--height", "48"]) == 0
+    assert rlarena(["leaderboard", str(run_dir), "--out", str(tmp_path / "lb")]) == 0
+    report = (tmp_path / "lb" / "report.html").read_text()
+    assert 'src="data:image/gif;base64,' in report and "ppo: best run" in report
