@@ -21,6 +21,7 @@ from .evaluate import load_saved_run, saved_run_parser
 from .results import require_saved_run
 
 VIDEOS = "videos"
+GIF_FRAMES = 150  # a GIF is a short clip (every other frame, at most this many): the MP4 has the episode
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: float) -> Path:
@@ -33,14 +34,15 @@ def write_mp4(frames: np.ndarray, path: Path, fps: float) -> Path:
 
 
 def write_episode(episode: dict[str, Any], folder: Path, name: str, gif: bool = True) -> dict[str, Any]:
-    """One recorded episode as ``<name>.mp4`` (and ``<name>.gif``, every other frame) in ``folder``; returns
-    its return, length, frame count, fps and file names."""
+    """One recorded episode as ``<name>.mp4`` and a short ``<name>.gif`` (GIF_FRAMES) in ``folder``; its
+    return, length, frame count, fps and file names."""
     from rlarena.envs.mujoco_render import write_gif
 
     folder.mkdir(parents=True, exist_ok=True)
     files = [write_mp4(episode["frames"], folder / f"{name}.mp4", episode["fps"]).name]
     if gif:
-        files.append(write_gif(episode["frames"][::2], folder / f"{name}.gif", 2 / episode["fps"]).name)
+        clip = episode["frames"][::2][:GIF_FRAMES]
+        files.append(write_gif(clip, folder / f"{name}.gif", 2 / episode["fps"]).name)
     return {"return": episode["return"], "length": episode["length"], "frames": len(episode["frames"]),
             "fps": episode["fps"], "files": files}  # fmt: skip
 
@@ -83,6 +85,8 @@ def record_run(
                 "`rlarena eval` shows a text run's sample responses"
             )
         folder = run_dir / VIDEOS
+        for old in folder.glob("episode_*.*"):  # an earlier call's episodes: video.json lists these only
+            old.unlink()
         listing = [
             {"episode": i, **write_episode(ep, folder, f"episode_{i}", gif)} for i, ep in enumerate(recorded)
         ]
