@@ -428,7 +428,7 @@ def resume_training(run_dir: str | os.PathLike, total_steps: int | None = None) 
 def _maybe_clip(cfg: DictConfig, env: Environment, policy: Policy, run: RunDirectory, step: int) -> None:
     video = cfg.get("video")  # absent from the configs of runs made before it existed
     if video is not None and video.get("at_eval"):
-        from .video import clip_at_eval
+        from .clips import clip_at_eval
 
         clip_at_eval(env, policy, video, run, step)
 
