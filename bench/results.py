@@ -14,6 +14,7 @@ Layout (one directory per run)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -212,17 +213,44 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def config_hash(cfg: Any) -> str:
+    """What identifies a run's experiment: its resolved config without Hydra's section and the keys that
+    only change how it is watched (``NON_SEMANTIC_KEYS``). ``cfg``: an OmegaConf config or a plain mapping."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    data.pop("hydra", None)
+    for key in NON_SEMANTIC_KEYS:
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_run_hash(run_dir: str | os.PathLike) -> str | None:
+    """The config hash of the finished run in ``run_dir`` (``None`` if none finished there).
+
+    Recomputed from its ``config.yaml`` under today's rules, so runs written before a key became
+    non-semantic (``video`` did) are still recognised; the hash stored in ``summary.json`` is the fallback.
+    """
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "finished":
+        return None
+    try:
+        return config_hash(read_run_config(run_dir))
+    except RunFileError:
+        stored = summary.get("config_hash")
+        return stored if isinstance(stored, str) else None
+
+
 def find_finished_run(root: str | os.PathLike, config_hash: str) -> Path | None:
     """A finished run under ``root`` with the same config hash, if any (sweeps skip those)."""
     root = Path(root)
     if not root.is_dir():
         return None
     for summary_path in root.rglob(SUMMARY):
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if summary.get("config_hash") == config_hash and summary.get("status") == "finished":
+        if finished_run_hash(summary_path.parent) == config_hash:
             return summary_path.parent
     return None
 

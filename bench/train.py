@@ -6,8 +6,6 @@ for programmatic use (tests, sweeps of your own).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -41,13 +39,14 @@ from .results import (
     CHECKPOINT,
     CONFIG,
     FAILED,
-    NON_SEMANTIC_KEYS,
     REUSED,
     RUN_FILES,
     SUMMARY,
     RunDirectory,
     clear_run_files,
+    config_hash,
     find_finished_run,
+    finished_run_hash,
     read_checkpoint,
     read_json_file,
     read_run_config,
@@ -126,14 +125,6 @@ def validate(cfg: DictConfig, explicit_keys: set[str] | None = None) -> tuple[Di
     cfg = apply_env_run_defaults(cfg, explicit_keys)
     validate_run_config(cfg)
     return cfg, build_algo_config(cfg, explicit_keys)
-
-
-def config_hash(cfg: DictConfig) -> str:
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("hydra", None)
-    for key in NON_SEMANTIC_KEYS:
-        data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def seed_everything(seed: int) -> None:
@@ -283,8 +274,7 @@ def prepare_fresh_run_directory(path: Path, cfg_hash: str, force: bool) -> None:
         return
     how = "choose another directory (hydra.run.dir=...) or pass force=true to replace it"
     if (path / SUMMARY).exists():
-        summary = read_json_file(path / SUMMARY)
-        other = "" if summary.get("config_hash") == cfg_hash else " of another config"
+        other = "" if finished_run_hash(path) == cfg_hash else " of another config"
         raise ConfigError(f"{path} already holds a finished run{other}; {how}")
     if (path / CONFIG).exists() and config_hash(read_run_config(path)) != cfg_hash:
         resume = f"`rlarena resume {path}` continues it, or "
@@ -493,11 +483,9 @@ def _hydra_job(cfg: DictConfig, run_dir: Path, outputs_root: Path) -> dict[str, 
     cfg_hash = config_hash(cfg)
     with exclusive_directory(run_dir):
         if not cfg.force:
-            if (run_dir / SUMMARY).exists():
-                summary = read_json_file(run_dir / SUMMARY)
-                if summary.get("config_hash") == cfg_hash and summary.get("status") == "finished":
-                    log.info("skipping: this run already finished in %s (force=true to re-run)", run_dir)
-                    return summary
+            if finished_run_hash(run_dir) == cfg_hash:
+                log.info("skipping: this run already finished in %s (force=true to re-run)", run_dir)
+                return read_json_file(run_dir / SUMMARY)
             done = find_finished_run(outputs_root, cfg_hash)
             if done is not None and done.resolve() != run_dir.resolve():
                 log.info("skipping: an identical run already finished in %s (force=true to re-run)", done)

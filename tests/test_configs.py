@@ -4,6 +4,8 @@ an env family's settings live in one file."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -14,6 +16,7 @@ from rlarena.registry import get_algorithm, list_algorithms
 
 BUILTIN = ["a2c", "ppo", "preference", "reinforce", "trpo"]
 TEXT_TASKS = ["arithmetic", "dialogue", "format", "strings"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -76,3 +79,26 @@ def test_bad_env_or_algo_setting_is_one_paragraph_and_creates_nothing(args, mess
     assert err.startswith("rlarena train: ") and message in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_reproduction_table_keeps_its_run_files_in_git():
+    """The table is made in chunks over sessions: what a chunk finished must be committable (the top-level
+    .gitignore leaves out every runs/ and leaderboard/ folder), and the large files must stay out."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    sweep_dir = OmegaConf.load(ROOT / "conf" / "experiment" / "reproduction.yaml").hydra.sweep.dir
+    job = f"{sweep_dir}/ppo_hopper_s0"
+    kept = [f"{job}/config.yaml", f"{job}/metrics.jsonl", f"{job}/summary.json", f"{job}/failed.json"]
+    kept += [
+        f"{Path(sweep_dir).parent}/leaderboard/report.html",
+        f"{Path(sweep_dir).parent}/leaderboard/leaderboard.md",
+    ]
+    left_out = [f"{job}/checkpoint.pt", f"{job}/.lock", f"{job}/.hydra/config.yaml", f"{job}/train.log"]
+
+    def ignored(path: str) -> bool:
+        proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, check=False)
+        assert proc.returncode in (0, 1), f"git check-ignore failed on {path}"
+        return proc.returncode == 0
+
+    assert [p for p in kept if ignored(p)] == []
+    assert [p for p in left_out if not ignored(p)] == []
