@@ -25,32 +25,14 @@ import torch
 
 from rlarena import ops
 from rlarena.activations import ACTIVATIONS
-from rlarena.errors import ConfigError  # plugins import it from here too
-from rlarena.rollout import Policy, RolloutBatch
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
-def check_positive(name: str, value: float) -> None:
-    check(
-        isinstance(value, (int, float)) and value > 0 and math.isfinite(value),
-        f"{name} must be > 0, got {value}",
-    )
-
-
-def check_nonnegative(name: str, value: float) -> None:
-    check(
-        isinstance(value, (int, float)) and value >= 0 and math.isfinite(value),
-        f"{name} must be a finite number >= 0, got {value}",
-    )
-
-
-def check_unit(name: str, value: float, *, closed_low: bool = True) -> None:
-    ok = (0 <= value <= 1) if closed_low else (0 < value <= 1)
-    check(ok, f"{name} must be in {'[' if closed_low else '('}0, 1], got {value}")
+from rlarena.errors import (  # noqa: F401  (plugins import them from here too)
+    ConfigError,
+    check,
+    check_nonnegative,
+    check_positive,
+    check_unit,
+)
+from rlarena.rollout import Environment, Policy, RolloutBatch
 
 
 @dataclass
@@ -89,6 +71,24 @@ class AlgoConfig:
     normalize_rewards: bool = True
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
+    @classmethod
+    def with_env_defaults(
+        cls, algo: dict[str, Any], defaults: dict[str, Any], explicit: set[str]
+    ) -> dict[str, Any]:
+        """The ``algo`` section with an env family's ``algo_defaults`` for the keys this config has and the
+        command line did not set (``explicit``: dotted keys such as ``algo.learning_rate``)."""
+        out = dict(algo)
+        for key, value in defaults.items():
+            if key not in cls.__dataclass_fields__ or f"algo.{key}" in explicit:
+                continue
+            if isinstance(value, dict):  # a nested config (e.g. reward_model): key by key
+                sub = dict(out.get(key) or {})
+                sub.update({k: v for k, v in value.items() if f"algo.{key}.{k}" not in explicit})
+                out[key] = sub
+            else:
+                out[key] = value
+        return out
+
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, f"num_envs must be >= 1, got {self.num_envs}")
         check(self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}")
@@ -111,6 +111,16 @@ class Algorithm(ABC):
     # True: the collector records the simulator's state before each step (batch.info["states"]), e.g. to
     # render clips of segments for people to label. Off by default: it costs time on every step.
     needs_simulator_states: ClassVar[bool] = False
+
+    @classmethod
+    def env_settings(cls, cfg: AlgoConfig) -> dict[str, Any]:
+        """What this algorithm asks of the environment beyond the shared settings (EnvSettings fields)."""
+        return {"record_states": cls.needs_simulator_states}
+
+    def connect(self, env: Environment) -> None:  # noqa: B027 - optional hook
+        """Called once by the training loop with the built environment, before the first update. An
+        algorithm that needs an environment's help (reward from preferences) takes it here; it never collects
+        or steps the environment itself."""
 
     def __init__(self, cfg: AlgoConfig, policy: Policy, *, seed: int = 0) -> None:
         self.cfg = cfg

@@ -110,10 +110,7 @@ def build_algo_config(cfg: DictConfig, explicit_keys: set[str] | None = None) ->
     explicit = command_line_keys() if explicit_keys is None else explicit_keys
     env_defaults = cfg.env.get("algo_defaults")
     env_defaults = OmegaConf.to_container(env_defaults, resolve=True) if env_defaults else {}
-    known = set(algo_cls.Config.__dataclass_fields__)
-    for key, value in env_defaults.items():
-        if key in known and f"algo.{key}" not in explicit:
-            algo_dict[key] = value
+    algo_dict = algo_cls.Config.with_env_defaults(algo_dict, env_defaults, explicit)
     return algo_config_from_dict(cfg.algo.name, algo_dict)
 
 

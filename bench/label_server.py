@@ -1,10 +1,14 @@
 """``rlarena label``: the page where a person answers preference queries (FastAPI + uvicorn, 127.0.0.1).
 
-The page shows the two segments of the oldest unanswered query side by side as looping clips, rendered on
-demand from the recorded MuJoCo states (``envs/mujoco_render.py``; segments without states are drawn as
-plots of their observations), with left / right / equal / skip buttons and keyboard shortcuts (arrows or
-1 2 3, space or 0 to skip), the labels given of the budget, and the reward model's validation accuracy that
-the trainer publishes in the store. Every answer is committed (fsynced) before the page moves on.
+The page shows the two segments of the oldest unanswered query side by side: for segments of steps
+(``Segment.unit == "steps"``) as looping clips, rendered on demand from the recorded MuJoCo states
+(``envs/mujoco_render.py``; segments without states are drawn as plots of their observations); for text
+(``unit == "response"``) as the prompt, once, above the two responses (``Segment.display``), all set as
+literal text (``textContent``: model output is never parsed as HTML). Below: left / right / equal / skip
+buttons and keyboard shortcuts (arrows or 1 2 3, space or 0 to skip), the labels given of the budget, and the
+reward model's validation accuracy that the trainer publishes in the store. Every answer is committed
+(fsynced) before the page moves on. A query whose two segments have different units is skipped like an
+undecodable one (there is no way to show it as one comparison).
 
 A label post must come from the page's own origin, as JSON of at most ``MAX_BODY_BYTES`` that fits
 ``LabelRequest``; anything else gets a 4xx with a one-line reason and stores nothing. A stored query that
@@ -75,6 +79,10 @@ def observation_plot_svg(segment: Segment, width: int = 320, height: int = 240) 
     )
 
 
+class NoClip(ValueError):
+    """The segment is a text response: it is read on the page, there is no clip to render."""
+
+
 class ClipMaker:
     """Renders and caches one clip per (query, side); all rendering on one thread (OpenGL contexts are)."""
 
@@ -89,6 +97,8 @@ class ClipMaker:
     def _render(self, query_id: int, side: str) -> tuple[Path, str]:
         query = self.store.get_query(query_id)
         seg = query.a if side == "left" else query.b
+        if seg.unit != "steps":  # a response has token ids, not states or per-step observations
+            raise NoClip(f"query {query_id} compares text responses: it has no clips")
         # The creation time in the name: a new store at the same path never shows an old store's clips.
         stem = f"{query_id}_{int(query.created * 1e6)}_{side}"
         if seg.states is not None and query.env_id:
@@ -209,11 +219,17 @@ class UndecodableLog:
 
 
 def next_decodable(store: LabelStore, undecodable: UndecodableLog) -> Query | None:
-    """The oldest pending query that decodes: one bad row must not block the queries after it."""
+    """The oldest pending query that decodes and can be shown: one bad row must not block the queries after
+    it."""
     after = 0
     while True:
         try:
-            return store.next_pending(after)
+            query = store.next_pending(after)
+            if query is not None and query.a.unit != query.b.unit:
+                # A clip beside a text is no comparison anyone can answer; no writer here makes one.
+                cause = ValueError(f"its segments have different units ({query.a.unit}, {query.b.unit})")
+                raise UndecodableQuery(query.id, cause)
+            return query
         except UndecodableQuery as exc:
             undecodable.report(exc)
             after = exc.query_id
@@ -222,11 +238,44 @@ def next_decodable(store: LabelStore, undecodable: UndecodableLog) -> Query | No
 # ---- the app --------------------------------------------------------------------------------------------
 
 
+def display_text(seg: Segment, key: str) -> str:
+    """The prompt or response a person reads. Without stored text (a writer that kept only token ids) the
+    ids themselves: something to compare is better than a blank box."""
+    if seg.display is not None and key in seg.display:
+        return seg.display[key]
+    ids = seg.obs if key == "prompt" else seg.actions
+    return f"[no text stored; token ids: {' '.join(str(int(i)) for i in ids)}]"
+
+
 def _describe(query: Query) -> dict[str, Any]:
+    """What the page needs to show a query. Raw text goes out as JSON strings; the page sets it with
+    ``textContent``, so nothing a model wrote is ever parsed as HTML."""
+    if query.a.unit == "response":
+        prompts = [display_text(seg, "prompt") for seg in (query.a, query.b)]
+
+        def response(seg: Segment, prompt: str) -> dict[str, Any]:
+            return {"tokens": len(seg), "response": display_text(seg, "response"), "prompt": prompt}
+
+        return {
+            "id": query.id,
+            "unit": "response",
+            "env_id": query.env_id,
+            # The text environment pairs responses to one prompt: shown once. null: each side shows its own.
+            "prompt": prompts[0] if prompts[0] == prompts[1] else None,
+            "left": response(query.a, prompts[0]),
+            "right": response(query.b, prompts[1]),
+        }
+
     def side(seg: Segment) -> dict[str, Any]:
         return {"steps": len(seg), "ended": seg.ended}
 
-    return {"id": query.id, "env_id": query.env_id, "left": side(query.a), "right": side(query.b)}
+    return {
+        "id": query.id,
+        "unit": "steps",
+        "env_id": query.env_id,
+        "left": side(query.a),
+        "right": side(query.b),
+    }
 
 
 def create_app(
@@ -300,6 +349,8 @@ def create_app(
             raise HTTPException(404, f"no query {query_id}") from None
         except UndecodableQuery:
             raise HTTPException(404, f"query {query_id} cannot be decoded") from None
+        except NoClip as exc:
+            raise HTTPException(404, str(exc)) from None
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=86400"})
 
     @app.post("/api/label")
@@ -325,10 +376,20 @@ PAGE = """<!doctype html>
  .bar { display: flex; flex-wrap: wrap; gap: .4rem 1.5rem; font-size: .95rem; color: #444;
         margin-bottom: .8rem; }
  .bar span { white-space: nowrap; }
+ [hidden] { display: none !important; }  /* else .clips' display: flex would keep a hidden view shown */
  .clips { display: flex; gap: 1rem; }
  figure { margin: 0; flex: 1; text-align: center; }
  figure img { width: 100%; aspect-ratio: 4 / 3; background: #eee; border-radius: 6px; }
  figcaption { font-size: .85rem; color: #555; margin-top: .2rem; }
+ /* Text queries. pre-wrap: a dialogue prompt's line breaks are part of what is read. */
+ .text-block { white-space: pre-wrap; overflow-wrap: anywhere; text-align: left; font-size: .95rem;
+               line-height: 1.4; border: 1px solid #ccc; border-radius: 6px; padding: .5rem .7rem;
+               background: #fafafa; max-height: 22rem; overflow-y: auto; margin: .2rem 0 0; }
+ .text-label { font-size: .85rem; color: #555; }
+ #prompt-box { margin-bottom: .8rem; }
+ .responses { display: flex; gap: 1rem; }
+ .responses figure { min-width: 0; }
+ .response { background: #fff; border-color: #999; }
  .buttons { display: grid; grid-template-columns: repeat(4, 1fr); gap: .6rem; margin-top: 1rem; }
  button { font-size: 1rem; padding: .7rem; border-radius: 6px; border: 1px solid #999; background: #fff;
           cursor: pointer; }
@@ -339,7 +400,7 @@ PAGE = """<!doctype html>
  progress { width: 180px; vertical-align: middle; }
 </style></head>
 <body>
-<h1>Which clip shows the better behaviour?</h1>
+<h1 id="title">Which clip shows the better behaviour?</h1>
 <div class="bar">
  <span>labels given: <b id="progress">…</b> <progress id="progress-bar" value="0" max="1"></progress></span>
  <span>pending: <b id="pending">…</b></span>
@@ -347,9 +408,22 @@ PAGE = """<!doctype html>
  <span id="undecodable" hidden>unreadable queries skipped: <b id="undecodable-count"></b>
   (see the server log)</span>
 </div>
-<div class="clips">
+<div class="clips" id="clips">
  <figure><img id="left-clip" alt="left segment"><figcaption id="left-caption">left</figcaption></figure>
  <figure><img id="right-clip" alt="right segment"><figcaption id="right-caption">right</figcaption></figure>
+</div>
+<div id="text" hidden>
+ <div id="prompt-box"><div class="text-label">prompt</div><div id="prompt" class="text-block"></div></div>
+ <div class="responses">
+  <figure><div id="left-prompt-box" hidden><div class="text-label">left prompt</div>
+   <div id="left-prompt" class="text-block"></div></div>
+   <div class="text-label" id="left-text-caption">left</div>
+   <div id="left-response" class="text-block response"></div></figure>
+  <figure><div id="right-prompt-box" hidden><div class="text-label">right prompt</div>
+   <div id="right-prompt" class="text-block"></div></div>
+   <div class="text-label" id="right-text-caption">right</div>
+   <div id="right-response" class="text-block response"></div></figure>
+ </div>
 </div>
 <div class="buttons">
  <button id="btn-left" data-choice="left" disabled>Left is better <kbd>&larr;</kbd></button>
@@ -381,25 +455,53 @@ function showProgress(p) {
   $("undecodable-count").textContent = p.undecodable_queries;
 }
 
+const TITLES = { steps: "Which clip shows the better behaviour?", response: "Which response is better?" };
+
+function clearQuery() {
+  $("left-clip").removeAttribute("src"); $("right-clip").removeAttribute("src");
+  $("left-caption").textContent = "left"; $("right-caption").textContent = "right";
+  // textContent, here and below: model output is shown as written, never parsed as HTML.
+  for (const id of ["prompt", "left-prompt", "right-prompt", "left-response", "right-response"])
+    $(id).textContent = "";
+}
+
+function showClips(q) {
+  $("text").hidden = true; $("clips").hidden = false;
+  $("left-clip").src = `/api/clip/${q.id}/left`;
+  $("right-clip").src = `/api/clip/${q.id}/right`;
+  $("left-caption").textContent = "left: " + caption(q.left);
+  $("right-caption").textContent = "right: " + caption(q.right);
+}
+
+function showText(q) {
+  $("clips").hidden = true; $("text").hidden = false;
+  const shared = q.prompt != null;  // one prompt for both (the usual case), else one above each response
+  $("prompt-box").hidden = !shared;
+  $("prompt").textContent = shared ? q.prompt : "";
+  for (const side of ["left", "right"]) {
+    $(`${side}-prompt-box`).hidden = shared;
+    $(`${side}-prompt`).textContent = shared ? "" : q[side].prompt;
+    $(`${side}-text-caption`).textContent = `${side}: ${q[side].tokens} tokens`;
+    $(`${side}-response`).textContent = q[side].response;
+  }
+}
+
 async function load() {
   clearTimeout(timer);
   const data = await (await fetch("/api/next")).json();
   showProgress(data.progress);
   current = data.query;
+  clearQuery();
   if (!current) {
     $("query-id").textContent = "none";
-    $("left-clip").removeAttribute("src"); $("right-clip").removeAttribute("src");
-    $("left-caption").textContent = "left"; $("right-caption").textContent = "right";
     $("message").textContent = "No query waiting. This page checks again every 2 seconds.";
     buttons().forEach((b) => (b.disabled = true));
     timer = setTimeout(load, 2000);
     return;
   }
   $("query-id").textContent = current.id;
-  $("left-clip").src = `/api/clip/${current.id}/left`;
-  $("right-clip").src = `/api/clip/${current.id}/right`;
-  $("left-caption").textContent = "left: " + caption(current.left);
-  $("right-caption").textContent = "right: " + caption(current.right);
+  $("title").textContent = TITLES[current.unit] || TITLES.steps;
+  if (current.unit === "response") showText(current); else showClips(current);
   buttons().forEach((b) => (b.disabled = false));
 }
 

@@ -8,6 +8,10 @@ evaluation return, the area under its learning curve, the last training return a
 environments, scores are normalized (random policy -> 0, reference -> 1) and compared with the rliable
 tools in ``stats.py``: aggregate IQM / median / mean / optimality gap, performance profiles and the
 probability of improvement.
+
+Seeds are grouped by variant (``Run.variant``): the algorithm, and for reward-from-preferences runs also the
+inner algorithm and the label budget. When preference runs are present, the labels view sets each budget's
+return beside the inner algorithm trained on the true reward (``LabelsRow``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from .results import Collection, Run
+from .results import PREFERENCE_ALGO, Collection, Run, variant_name
 
 CURVE_POINTS = 101  # resolution of the common grid when runs evaluated at different steps
 
@@ -58,6 +62,31 @@ class EnvRow:
 
 
 @dataclass
+class LabelsRow:
+    """A row of the return-vs-preference-labels view: the preference runs with inner algorithm ``inner`` and
+    ``labels`` preference labels on ``env``, or, when ``labels`` is None, runs of ``inner`` itself trained on
+    the true reward (the reference a label budget should approach)."""
+
+    env: str
+    inner: str
+    labels: int | None
+    algo: str  # the same runs' row name in the per-environment table
+    seeds: list[int]
+    total_steps: list[int]
+    mean: stats.Estimate  # mean final return over seeds, with its bootstrap CI
+    std: float
+    iqm: stats.Estimate
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def true_reward(self) -> bool:
+        return self.labels is None
+
+
+@dataclass
 class AggregateRow:
     algo: str
     n_tasks: int
@@ -77,6 +106,7 @@ class Leaderboard:
     profile_taus: np.ndarray
     profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     improvement: dict[tuple[str, str], tuple[stats.Estimate, int]]  # (x, y) -> P(X > Y), shared tasks
+    labels: dict[str, list[LabelsRow]]  # env -> labels view; only envs with preference runs, {} if none
     reps: int
     confidence: float
     n_runs: int
@@ -127,6 +157,74 @@ def _optional_mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _variant_order(runs: list[Run]) -> list[str]:
+    """Variant names sorted by algorithm, inner algorithm and label budget: 300 labels before 1400."""
+    keys = {r.variant: (r.algo, r.inner or "", r.total_labels or 0) for r in runs}
+    return sorted(keys, key=lambda name: (keys[name], name))
+
+
+def _labels_row(
+    env: str, name: str, inner: str, labels: int | None, group: list[Run], row: EnvRow, **boot: Any
+) -> LabelsRow:
+    """The per-env row ``row`` of the runs ``group`` (variant ``name``) as a labels-view row."""
+    scores = [r.final_return for r in group]
+    return LabelsRow(
+        env=env,
+        inner=inner,
+        labels=labels,
+        algo=name,
+        seeds=row.seeds,
+        total_steps=row.total_steps,
+        mean=stats.aggregate_ci([scores], "Mean", **boot),  # one task: a plain bootstrap over seeds
+        std=row.std,
+        iqm=row.iqm,
+    )
+
+
+def _labels_view(
+    by_group: dict[str, dict[str, list[Run]]],
+    rows: dict[str, list[EnvRow]],
+    warnings: list[str],
+    **boot: Any,
+) -> dict[str, list[LabelsRow]]:
+    """Per env with preference runs: one row per (inner algorithm, label budget), budgets ascending, then
+    the inner algorithm on the true reward if it ran there. Reuses the per-env rows; only the mean's CI is
+    new (the per-env table shows mean ± std)."""
+    view: dict[str, list[LabelsRow]] = {}
+    unplaced = 0
+    for env in sorted(by_group):
+        preference = [r for group in by_group[env].values() for r in group if r.algo == PREFERENCE_ALGO]
+        placed = [r for r in preference if r.inner is not None and r.total_labels is not None]
+        unplaced += len(preference) - len(placed)
+        if not placed:
+            continue
+        by_name = {row.algo: row for row in rows[env]}
+        view[env] = []
+        for inner in sorted({r.inner for r in placed}):
+            block: list[LabelsRow] = []
+            for n in sorted({r.total_labels for r in placed if r.inner == inner}):
+                name = variant_name(PREFERENCE_ALGO, inner, n)
+                block.append(_labels_row(env, name, inner, n, by_group[env][name], by_name[name], **boot))
+            if inner in by_name:  # plain runs of the inner algorithm: the true-reward reference
+                reference = _labels_row(env, inner, inner, None, by_group[env][inner], by_name[inner], **boot)
+                steps = sorted({s for row in block for s in row.total_steps})
+                if steps and reference.total_steps and steps != reference.total_steps:
+                    # Returns after different step budgets are not comparable: say so rather than hide it.
+                    warnings.append(
+                        f"{env}: the labels view compares {PREFERENCE_ALGO}-{inner} runs of "
+                        f"{', '.join(map(str, steps))} steps with {inner} (true reward) runs of "
+                        f"{', '.join(map(str, reference.total_steps))} steps"
+                    )
+                block.append(reference)
+            view[env] += block
+    if unplaced:
+        warnings.append(
+            f"{unplaced} {PREFERENCE_ALGO} run(s) without algo.inner or algo.total_labels in config.yaml: "
+            "left out of the labels view"
+        )
+    return view
+
+
 def build_leaderboard(
     collection: Collection,
     *,
@@ -139,7 +237,7 @@ def build_leaderboard(
     boot = dict(reps=reps, confidence=confidence, seed=seed)
     runs = collection.runs
     envs = sorted({r.env for r in runs})
-    algos = sorted({r.algo for r in runs})
+    algos = _variant_order(runs)  # the leaderboard's "algorithms" are variants (see Run.variant)
     normalization = _resolve_normalization(runs, reference or {}, collection.warnings)
 
     def norm(env: str, x: Any) -> np.ndarray:
@@ -147,7 +245,7 @@ def build_leaderboard(
 
     by_group: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        by_group[run.env][run.algo].append(run)
+        by_group[run.env][run.variant].append(run)
 
     rows: dict[str, list[EnvRow]] = {}
     curves: dict[str, dict[str, Curve]] = {}
@@ -218,6 +316,8 @@ def build_leaderboard(
             ys = [[r.final_return for r in by_group[env][y]] for env in shared]
             improvement[(x, y)] = (stats.probability_of_improvement(xs, ys, **boot), len(shared))
 
+    labels = _labels_view(by_group, rows, collection.warnings, **boot)
+
     return Leaderboard(
         envs=envs,
         algos=algos,
@@ -229,6 +329,7 @@ def build_leaderboard(
         profile_taus=taus,
         profiles=profiles,
         improvement=improvement,
+        labels=labels,
         reps=reps,
         confidence=confidence,
         n_runs=len(runs),

@@ -22,10 +22,15 @@ from .results import Collection, Run
 from .tables import (
     AGGREGATE_HEADER,
     ENV_HEADER,
+    LABELS_HEADER,
+    LABELS_TITLE,
+    TRUE_REWARD,
     aggregate_table_rows,
     env_table_rows,
     env_title,
     improvement_matrix,
+    labels_intro,
+    labels_table_rows,
     methodology,
     reused_note,
 )
@@ -142,6 +147,49 @@ def improvement_png(lb: Leaderboard) -> bytes:
     return figure_png(fig)
 
 
+def _yerr(estimates: list[stats.Estimate]) -> np.ndarray:
+    """Asymmetric error bars (2, n) from CIs; 0 where there is no CI (a single seed) rather than NaN."""
+    err = np.array([[e.value - e.low, e.high - e.value] for e in estimates], dtype=float).T
+    return np.where(np.isfinite(err), err, 0.0)
+
+
+def labels_png(lb: Leaderboard, env: str) -> bytes:
+    """Final return against the number of preference labels (log x), one line per inner algorithm with CI
+    error bars; the inner algorithm on the true reward is a horizontal line with its CI as a band."""
+    rows = lb.labels[env]
+    colors = algo_colors(sorted({row.inner for row in rows}))
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    budgets = sorted({row.labels for row in rows if row.labels is not None})
+    for inner, color in colors.items():
+        points = [row for row in rows if row.inner == inner and row.labels is not None]
+        seeds = "/".join(sorted({str(row.n_runs) for row in points}))
+        ax.errorbar(
+            [row.labels for row in points],
+            [row.mean.value for row in points],
+            yerr=_yerr([row.mean for row in points]),
+            color=color,
+            marker="o",
+            capsize=4,
+            label=f"preference-{_label(inner)} (n={seeds})",
+        )
+        for ref in (row for row in rows if row.inner == inner and row.labels is None):
+            label = f"{_label(inner)}, {TRUE_REWARD} (n={ref.n_runs})"
+            ax.axhline(ref.mean.value, color=color, ls="--", lw=1.2, label=label)
+            if ref.mean.has_ci:
+                ax.axhspan(ref.mean.low, ref.mean.high, color=color, alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    # Ticks at the budgets that ran, written out: a sweep's budgets rarely fall on powers of ten.
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xticks([], minor=True)
+    ax.set_title(_label(env_title(lb, env)))
+    ax.set_xlabel("preference labels (log scale)")
+    ax.set_ylabel("final evaluation return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return figure_png(fig)
+
+
 # ------------------------------------------------------------------------------------------------ HTML
 
 CSS = """
@@ -193,8 +241,8 @@ def best_run_clip(runs: list[Run]) -> Path | None:
 
 def _clips(lb: Leaderboard, collection: Collection, env: str) -> str:
     cells = []
-    for algo in sorted({r.algo for r in collection.runs if r.env == env}):
-        clip = best_run_clip([r for r in collection.runs if r.env == env and r.algo == algo])
+    for algo in sorted({r.variant for r in collection.runs if r.env == env}):  # the table's rows
+        clip = best_run_clip([r for r in collection.runs if r.env == env and r.variant == algo])
         if clip is None:
             continue
         if clip.stat().st_size <= MAX_CLIP_BYTES:
@@ -217,6 +265,7 @@ def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena l
     nav = ['<a href="#aggregate">across environments</a>'] if lb.aggregate or lb.improvement else []
     # Anchors are numbered: names are data and stay out of attributes.
     nav += [f'<a href="#env-{i}">{_e(env)}</a>' for i, env in enumerate(lb.envs)]
+    nav += ['<a href="#labels">preference labels</a>'] if lb.labels else []
     nav += ['<a href="#skipped">skipped</a>'] if collection.skipped else []
     nav += ['<a href="#method">how to read this</a>']
     parts.append("<nav>" + " · ".join(nav) + "</nav>")
@@ -252,6 +301,16 @@ def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena l
             _clips(lb, collection, env),
             "</section>",
         ]
+
+    if lb.labels:
+        parts += [f'<section id="labels"><h2>{_e(LABELS_TITLE)}</h2>', f"<p>{_e(labels_intro(lb))}</p>"]
+        for env in lb.labels:
+            parts += [
+                f"<h3>{_e(env_title(lb, env))}</h3>",
+                _table(LABELS_HEADER, labels_table_rows(lb, env, escape=_identity)),
+                _img(labels_png(lb, env), f"final return against preference labels on {env}"),
+            ]
+        parts.append("</section>")
 
     if collection.skipped:
         rows = [[s.path, s.reason] for s in collection.skipped]

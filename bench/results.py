@@ -278,6 +278,19 @@ NON_SEMANTIC_KEYS = (
 # watched: left out when the leaderboard compares the configs of pooled runs.
 VARYING_KEYS = {"seed", *NON_SEMANTIC_KEYS}
 
+# The registered name of the reward-from-preferences algorithm (algorithms/preference). Its runs are ranked
+# per inner algorithm and label budget (``algo.inner``, ``algo.total_labels``): a label-budget sweep is one
+# experiment per budget, not seeds of one, and the leaderboard's labels view plots return against budget.
+PREFERENCE_ALGO = "preference"
+
+
+def variant_name(algo: str, inner: str | None = None, total_labels: int | None = None) -> str:
+    """The name the leaderboard ranks a run under: its algorithm, and for a preference run with a known
+    label budget ``preference-<inner> (<n> labels)``, so each budget of a sweep is a row of its own."""
+    if algo != PREFERENCE_ALGO or total_labels is None:
+        return algo
+    return f"{algo}-{inner} ({total_labels} labels)" if inner else f"{algo} ({total_labels} labels)"
+
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as one level of dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``); other values,
@@ -319,6 +332,13 @@ class Run:
     reference_score: float | None
     mtime: float = 0.0
     config: dict[str, str] | None = None  # flattened config.yaml without the keys seeds may vary in
+    inner: str | None = None  # preference runs: algo.inner and algo.total_labels from config.yaml
+    total_labels: int | None = None
+
+    @property
+    def variant(self) -> str:
+        """What the leaderboard groups seeds by (see ``variant_name``)."""
+        return variant_name(self.algo, self.inner, self.total_labels)
 
     @property
     def best_eval_return(self) -> float:
@@ -471,6 +491,19 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
+def _preference_fields(algo: str, config: dict[str, Any] | None) -> tuple[str | None, int | None]:
+    """``algo.inner`` and ``algo.total_labels`` of a preference run (None where not recorded); other
+    algorithms get (None, None) whatever their config holds, so only preference runs become variants."""
+    algo_config = config.get("algo") if config else None
+    if algo != PREFERENCE_ALGO or not isinstance(algo_config, dict):
+        return None, None
+    inner, labels = algo_config.get("inner"), algo_config.get("total_labels")
+    return (
+        inner if isinstance(inner, str) and inner else None,
+        labels if isinstance(labels, int) and not isinstance(labels, bool) else None,
+    )
+
+
 def _comparable_config(config: dict[str, Any] | None) -> dict[str, str] | None:
     """The flattened config as JSON strings, without ``VARYING_KEYS``: what the seeds of one experiment
     share."""
@@ -523,6 +556,7 @@ def load_run(path: str | os.PathLike) -> Run:
         if run_fields[key] is None and isinstance(env_config, dict):
             run_fields[key] = _finite(env_config.get(key))
     steps, means, last_train = _read_eval_curve(path)
+    inner, total_labels = _preference_fields(run_fields["algo"], config)
     return Run(
         path=path,
         eval_steps=steps,
@@ -530,6 +564,8 @@ def load_run(path: str | os.PathLike) -> Run:
         final_train_return=last_train,
         mtime=summary_file.stat().st_mtime,
         config=_comparable_config(config),
+        inner=inner,
+        total_labels=total_labels,
         **run_fields,
     )
 
@@ -572,10 +608,11 @@ def _drop_duplicates(runs: list[Run], collection: Collection) -> list[Run]:
 
 
 def _check_groups(collection: Collection) -> None:
-    """Warn about groups whose runs are not comparable seeds of one experiment."""
+    """Warn about groups whose runs are not comparable seeds of one experiment. Groups are the
+    leaderboard's rows (variants): preference runs with different label budgets are never pooled."""
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in collection.runs:
-        groups[(run.env, run.algo)].append(run)
+        groups[(run.env, run.variant)].append(run)
     for (env, algo), runs in sorted(groups.items()):
         configs = [r.config for r in runs if r.config is not None]
         keys = sorted({k for c in configs for k in c})

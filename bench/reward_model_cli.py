@@ -9,7 +9,7 @@ JSON lines, one labeled pair per line::
      "b": {...},
      "choice": "left" | "right" | "equal" | "skip"}     # or "target": 1.0 | 0.0 | 0.5
 
-It writes ``reward_model.pt`` (load with ``algorithms.preference.reward_model.load_reward_ensemble``) and
+It writes ``reward_model.pt`` (load with ``rlarena.reward_ensemble.load_reward_ensemble``) and
 ``metrics.json`` into ``out`` (default: ``<labels file>.reward_model/``). Any ``RewardModelConfig`` field
 can be set as ``key=value`` (``epochs=100 ensemble_size=5 label_noise=0 hidden_sizes=64,64``); the fields
 ``OFFLINE_DEFAULTS`` names default to longer training than one online round.
@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from rlarena.algorithms.base import ConfigError
-from rlarena.algorithms.preference.reward_model import (
+from rlarena.io import atomic_write_json
+from rlarena.preferences import LabeledPair, Segment, choice_to_target
+from rlarena.reward_ensemble import (
     RewardModelConfig,
     RewardModelTrainer,
     padded_features,
     save_reward_ensemble,
 )
-from rlarena.io import atomic_write_json
-from rlarena.preferences import LabeledPair, Segment, choice_to_target
 
 from .keyvalue import defaults, parse_keys, usage
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import stats
-from .leaderboard import Leaderboard
+from .leaderboard import LabelsRow, Leaderboard
 from .results import Collection, Run
 
 # ------------------------------------------------------------------------------------------- Markdown
@@ -102,6 +102,46 @@ def env_table_rows(lb: Leaderboard, env: str, escape=md_escape) -> list[list[str
     ]
 
 
+LABELS_TITLE = "Return vs preference labels"
+TRUE_REWARD = "true reward"  # the Labels cell of the inner algorithm trained on the environment's reward
+LABELS_HEADER = [
+    "Labels",
+    "Inner algorithm",
+    "Seeds",
+    "Final return mean [95% CI]",
+    "Std",
+    "IQM [95% CI]",
+    "Steps",
+]
+
+
+def labels_cell(row: LabelsRow) -> str:
+    return TRUE_REWARD if row.true_reward else str(row.labels)
+
+
+def labels_intro(lb: Leaderboard) -> str:
+    inners = sorted({row.inner for rows in lb.labels.values() for row in rows})
+    return (
+        f"Reward from preferences (algo=preference): final return per label budget (algo.total_labels), "
+        f"against the inner algorithm ({', '.join(inners)}) trained on the true reward."
+    )
+
+
+def labels_table_rows(lb: Leaderboard, env: str, escape=md_escape) -> list[list[str]]:
+    return [
+        [
+            labels_cell(row),
+            escape(row.inner),
+            str(row.n_runs),
+            fmt_ci(row.mean),
+            fmt(row.std),
+            fmt_ci(row.iqm),
+            ", ".join(map(str, row.total_steps)) or "n/a",
+        ]
+        for row in lb.labels.get(env, [])
+    ]
+
+
 AGGREGATE_HEADER = ["Rank", "Algorithm", "Tasks", "Runs", *[f"{name} [95% CI]" for name in stats.AGGREGATES]]
 
 
@@ -144,7 +184,16 @@ def methodology(lb: Leaderboard) -> list[str]:
         "of the environments with both constants; an algorithm missing some of them shows it in 'Tasks'.",
         "Probability of improvement P(X > Y): the chance that a run of X beats a run of Y on the same "
         "environment (ties count half), averaged over the environments both ran.",
-    ]
+    ] + (
+        [
+            "Preference runs are ranked per inner algorithm and label budget, e.g. 'preference-ppo (700 "
+            f"labels)'. {LABELS_TITLE}: per budget, the mean final return with its {pct} bootstrap "
+            f"interval; '{TRUE_REWARD}' is the inner algorithm trained on the environment's reward, the "
+            "reference a budget should approach."
+        ]
+        if lb.labels
+        else []
+    )
 
 
 def reused_note(collection: Collection) -> str:
@@ -175,6 +224,15 @@ def to_markdown(lb: Leaderboard, collection: Collection) -> str:
         out += ["### Probability of improvement", "", _md_table(header, rows), ""]
     for env in lb.envs:
         out += [f"## {md_escape(env_title(lb, env))}", "", _md_table(ENV_HEADER, env_table_rows(lb, env)), ""]
+    if lb.labels:
+        out += [f"## {LABELS_TITLE}", "", md_escape(labels_intro(lb)), ""]
+        for env in lb.labels:
+            out += [
+                f"### {md_escape(env_title(lb, env))}",
+                "",
+                _md_table(LABELS_HEADER, labels_table_rows(lb, env)),
+                "",
+            ]
     if collection.skipped:
         rows = [[md_escape(s.path), md_escape(s.reason)] for s in collection.skipped]
         out += [f"## Skipped ({len(collection.skipped)})", "", _md_table(["Path", "Reason"], rows), ""]
@@ -229,7 +287,29 @@ def _run_row(run: Run, normalization: dict[str, tuple[float, float]]) -> list[An
         run.steps_per_sec,
         run.wall_time_s,
         run.config_hash,
+        run.inner,
+        run.total_labels,
     ]
+
+
+LABELS_CSV_HEADER = [
+    "env",
+    "env_id",
+    "inner",
+    "labels",
+    "reward",
+    "algo",
+    "n_seeds",
+    "seeds",
+    "total_steps",
+    "mean",
+    "mean_low",
+    "mean_high",
+    "std",
+    "iqm",
+    "iqm_low",
+    "iqm_high",
+]
 
 
 def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
@@ -299,8 +379,10 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
         "steps_per_sec",
         "wall_time_s",
         "config_hash",
+        "inner",
+        "total_labels",
     ]
-    return {
+    files = {
         "leaderboard.csv": _csv(env_header, env_rows),
         "aggregate.csv": _csv(["algo", "n_tasks", "n_runs", *metric_cols], aggregate_rows),
         "probability_of_improvement.csv": _csv(
@@ -310,3 +392,29 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
         "runs.csv": _csv(runs_header, [_run_row(r, lb.normalization) for r in collection.runs]),
         "skipped.csv": _csv(["path", "reason"], [[s.path, s.reason] for s in collection.skipped]),
     }
+    if lb.labels:  # only with preference runs, like the Markdown section
+        files["labels.csv"] = _csv(LABELS_CSV_HEADER, labels_csv_rows(lb))
+    return files
+
+
+def labels_csv_rows(lb: Leaderboard) -> list[list[Any]]:
+    """One row per labels-view row; ``labels`` is empty and ``reward`` is "true" for the reference, whose
+    ``algo`` (like every row's) names its row in leaderboard.csv."""
+    return [
+        [
+            row.env,
+            lb.rows[env][0].env_id if lb.rows[env] else "",
+            row.inner,
+            row.labels,
+            "true" if row.true_reward else "preferences",
+            row.algo,
+            row.n_runs,
+            " ".join(map(str, row.seeds)),
+            " ".join(map(str, row.total_steps)),
+            *_ci_cells(row.mean),
+            row.std,
+            *_ci_cells(row.iqm),
+        ]
+        for env, rows in lb.labels.items()
+        for row in rows
+    ]

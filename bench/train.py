@@ -150,7 +150,7 @@ def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None
         normalize_rewards=algo_cfg.normalize_rewards,
         device=cfg.device,
         run_dir=run_dir,
-        record_states=bool(getattr(algo_cls, "needs_simulator_states", False)),
+        **algo_cls.env_settings(algo_cfg),
     )
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = get_env(cfg.env.name)(env_cfg, settings)
@@ -159,6 +159,7 @@ def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None
     )
     policy.to(cfg.device)
     algo = algo_cls(algo_cfg, policy, seed=cfg.seed)
+    algo.connect(env)
     return Built(env, policy, algo, algo_cfg)
 
 

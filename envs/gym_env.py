@@ -15,7 +15,10 @@ import torch
 
 from rlarena.errors import ConfigError
 from rlarena.normalize import RunningMeanStd
+from rlarena.preferences import PreferenceSettings
 from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
+
+from .gym_preferences import StepSegments
 
 OBS_CLIP = 10.0
 REWARD_CLIP = 10.0
@@ -220,6 +223,14 @@ class GymEnvironment(Environment):
                 **({"states": states} if states is not None else {}),
             },
         )
+
+    def preference_support(self, settings: PreferenceSettings) -> StepSegments:
+        """Segments of steps and an MLP ensemble on (raw observation, action): envs/gym_preferences.py."""
+        obs_dim = int(np.prod(self.observation_space.shape or (1,)))
+        act_dim = int(np.prod(self.action_space.shape or (1,)))
+        if len(self.observation_space.shape or ()) != 1:
+            raise ConfigError(f"algo=preference needs flat vector observations; {self.env_id} has others")
+        return StepSegments(obs_dim, act_dim, settings)
 
     @torch.no_grad()
     def evaluate(self, policy: Policy, episodes: int, deterministic: bool = True) -> dict[str, Any]:

@@ -6,6 +6,8 @@ the traceback as well); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import math
+
 
 class UserError(Exception):
     """Bad input or a bad file: the message says what is wrong and what to change."""
@@ -13,6 +15,33 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An invalid setting (hyper-parameter, run setting, environment setting); raised before any work."""
+
+
+# ---- config checks: each raises ConfigError with the message a user reads
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def check_positive(name: str, value: float) -> None:
+    check(
+        isinstance(value, (int, float)) and value > 0 and math.isfinite(value),
+        f"{name} must be > 0, got {value}",
+    )
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    check(
+        isinstance(value, (int, float)) and value >= 0 and math.isfinite(value),
+        f"{name} must be a finite number >= 0, got {value}",
+    )
+
+
+def check_unit(name: str, value: float, *, closed_low: bool = True) -> None:
+    ok = (0 <= value <= 1) if closed_low else (0 < value <= 1)
+    check(ok, f"{name} must be in {'[' if closed_low else '('}0, 1], got {value}")
 
 
 class RunFileError(UserError):

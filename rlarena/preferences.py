@@ -6,20 +6,34 @@ paper's label-noise model a labeler answers uniformly at random with probability
 ``P(a > b) = (1 - label_noise) * sigmoid(score_a - score_b) + label_noise / 2``.
 
 The module also holds what labelers, label stores and reward models exchange: a :class:`Segment` (a piece of
-trajectory), the label vocabulary (``left`` = segment ``a``, ``right`` = ``b``, ``equal``, ``skip``) and the
-targets those labels mean for the loss.
+trajectory, or one response to a prompt), the label vocabulary (``left`` = segment ``a``, ``right`` = ``b``,
+``equal``, ``skip``) and the targets those labels mean for the loss.
+
+And the contract between the ``preference`` algorithm and an environment family (:class:`PreferenceSupport`):
+the environment, not the algorithm, says what a comparable unit is (MuJoCo: a window of steps inside one
+episode; text: a whole response, compared only with responses to the same prompt), which reward model reads
+it (:class:`PreferenceRewardModel`: an MLP ensemble on observation-action features; the text environment's
+transformer), and how the model's predictions go back into a batch (MuJoCo: every step's reward; text: the
+response's score at its last token, the per-token KL penalty kept).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from rlarena.rollout import RolloutBatch
+
+SegmentUnit = Literal["steps", "response"]
 
 # A label is the probability that the left segment (``a``) is preferred; ``skip`` carries no information
 # (the paper's "incomparable") and never reaches the loss.
@@ -89,13 +103,20 @@ def boltzmann_preference(return_a: np.ndarray, return_b: np.ndarray, temperature
 
 @dataclass(eq=False)  # identity, not array equality
 class Segment:
-    """A piece of one episode, as a labeler compares it and a reward model scores it.
+    """What a labeler compares and a reward model scores: a piece of one episode, or one text response.
 
-    ``obs`` are raw (unnormalized) observations ``[L, obs_dim]``; ``actions`` ``[L, act_dim]``. The true
-    rewards are kept for the synthetic labeler and for evaluation only; ``states`` (simulator ``qpos ++ qvel``
-    per step) let a human's page render the segment. ``ended`` says the episode terminated at its last step;
-    ``absorbing`` is how many steps the segment would have had after that (it stands for a full-length
-    segment whose tail sits in the terminal, absorbing state, where the true reward is 0).
+    ``unit="steps"`` (MuJoCo): ``obs`` are raw (unnormalized) observations ``[L, obs_dim]`` and ``actions``
+    ``[L, act_dim]``; ``states`` (simulator ``qpos ++ qvel`` per step) let a person's page render the segment
+    as a clip. ``ended`` says the episode terminated at its last step; ``absorbing`` is how many steps the
+    segment would have had after that (it stands for a full-length segment whose tail sits in the terminal,
+    absorbing state, where the true reward is 0).
+
+    ``unit="response"`` (text): ``obs`` are the prompt's token ids ``[P]`` and ``actions`` the response's
+    ``[L]`` (no padding); ``display`` holds what a person reads instead of a clip (``prompt`` and
+    ``response`` as text).
+
+    Either way ``true_rewards`` (per step; a response has one, its task score) serve the synthetic labeler and
+    evaluation only.
     """
 
     obs: np.ndarray
@@ -105,15 +126,25 @@ class Segment:
     ended: bool = False
     absorbing: int = 0
     meta: dict[str, Any] = field(default_factory=dict)  # env_id, where it was cut from, ...
+    unit: SegmentUnit = "steps"
+    display: dict[str, str] | None = None  # text: {"prompt": ..., "response": ...}
 
     def __post_init__(self) -> None:
-        self.obs = np.asarray(self.obs, dtype=np.float32)
-        actions = np.asarray(self.actions, dtype=np.float32)
-        self.actions = actions.reshape(len(actions), -1)
-        if self.obs.ndim != 2 or len(self.obs) != len(self.actions) or len(self.obs) == 0:
-            raise ValueError(
-                f"segment needs obs [L, d] and actions [L, k], got {self.obs.shape}, {actions.shape}"
-            )
+        if self.unit == "response":
+            self.obs = np.asarray(self.obs, dtype=np.int64).reshape(-1)
+            self.actions = np.asarray(self.actions, dtype=np.int64).reshape(-1)
+            if len(self.actions) == 0:
+                raise ValueError("a response segment needs at least one response token")
+        elif self.unit == "steps":
+            self.obs = np.asarray(self.obs, dtype=np.float32)
+            actions = np.asarray(self.actions, dtype=np.float32)
+            self.actions = actions.reshape(len(actions), -1)
+            if self.obs.ndim != 2 or len(self.obs) != len(self.actions) or len(self.obs) == 0:
+                raise ValueError(
+                    f"segment needs obs [L, d] and actions [L, k], got {self.obs.shape}, {actions.shape}"
+                )
+        else:
+            raise ValueError(f"segment unit must be 'steps' or 'response', got {self.unit!r}")
         if self.true_rewards is not None:
             self.true_rewards = np.asarray(self.true_rewards, dtype=np.float32).reshape(-1)
         if self.states is not None:
@@ -122,9 +153,12 @@ class Segment:
         self.absorbing = int(self.absorbing)
         if self.absorbing < 0 or (self.absorbing and not self.ended):
             raise ValueError("only a segment that ended can have absorbing steps (>= 0)")
+        if self.display is not None:
+            self.display = {str(k): str(v) for k, v in dict(self.display).items()}
 
     def __len__(self) -> int:
-        return len(self.obs)
+        """Steps, or the response's tokens."""
+        return len(self.actions)
 
     @property
     def true_return(self) -> float:
@@ -134,6 +168,8 @@ class Segment:
 
     def features(self) -> np.ndarray:
         """Reward-model input per step: observation and action side by side, ``[L, obs_dim + act_dim]``."""
+        if self.unit != "steps":
+            raise TypeError("a response segment has token ids, not per-step features")
         return np.concatenate([self.obs, self.actions], axis=1)
 
     # ---- serialization (label stores, JSONL files) -------------------------------------------------------
@@ -144,11 +180,14 @@ class Segment:
             "actions": self.actions,
             "ended": np.asarray(self.ended),
             "absorbing": np.asarray(self.absorbing),
+            "unit": np.asarray(self.unit),
         }
         if self.true_rewards is not None:
             arrays["true_rewards"] = self.true_rewards
         if self.states is not None:
             arrays["states"] = self.states
+        if self.display is not None:
+            arrays["display"] = np.asarray(json.dumps(self.display))
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # exact floats, no pickle
         return buf.getvalue()
@@ -164,6 +203,8 @@ class Segment:
                 ended=bool(z["ended"]),
                 absorbing=int(z["absorbing"]) if "absorbing" in z else 0,
                 meta=dict(meta or {}),
+                unit=str(z["unit"]) if "unit" in z else "steps",
+                display=json.loads(str(z["display"])) if "display" in z else None,
             )
 
     def to_json(self) -> dict[str, Any]:
@@ -179,6 +220,10 @@ class Segment:
             out["states"] = self.states.tolist()
         if self.meta:
             out["meta"] = self.meta
+        if self.unit != "steps":
+            out["unit"] = self.unit
+        if self.display is not None:
+            out["display"] = self.display
         return out
 
     @classmethod
@@ -191,6 +236,8 @@ class Segment:
             ended=bool(d.get("ended", False)),
             absorbing=int(d.get("absorbing", 0)),
             meta=dict(d.get("meta") or {}),
+            unit=d.get("unit", "steps"),
+            display=d.get("display"),
         )
 
 
@@ -202,3 +249,87 @@ class LabeledPair:
     b: Segment
     target: float
     query_id: int | None = None
+
+
+# ---- the contract between algo=preference and an environment family --------------------------------------
+
+
+@dataclass
+class PreferenceSettings:
+    """What ``algo=preference`` tells an environment about segments and the reward model it wants."""
+
+    segment_length: int = 25  # steps per segment (families whose unit is a whole response ignore it)
+    absorbing: bool = True  # learn a reward for the terminal state (steps segments that ended early)
+    gamma: float = 0.99  # the inner algorithm's discount (the absorbing state's reward, folded in)
+    reward_model: Any = None  # rlarena.reward_ensemble.RewardModelConfig: the reward model's settings
+
+
+class PreferenceRewardModel(ABC):
+    """A reward model learned online from labeled pairs, trained by the shared Bradley-Terry loss."""
+
+    rounds: int = 0  # training rounds done
+    last_metrics: dict[str, float]
+
+    @property
+    def trained(self) -> bool:
+        return self.rounds > 0
+
+    @property
+    @abstractmethod
+    def num_labels(self) -> int:
+        """Labeled pairs it learns from (skips excluded)."""
+
+    @abstractmethod
+    def add(self, pairs: list[LabeledPair]) -> None:
+        """Add labeled pairs to the training data."""
+
+    @abstractmethod
+    def fit(self) -> dict[str, float]:
+        """One training round over the labels so far; metrics (``val_accuracy``: held-out pairs)."""
+
+    @abstractmethod
+    def disagreement(self, a: list[Segment], b: list[Segment]) -> torch.Tensor:
+        """Per candidate pair, how uncertain the model is about which side wins (larger: ask a person)."""
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Model-specific figures to log (e.g. the learned reward of the terminal state)."""
+        return {}
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Relabeled:
+    """A batch's rewards with the environment's task reward replaced by the reward model's prediction."""
+
+    rewards: torch.Tensor  # [T, N] float64, what the inner algorithm optimizes (env penalties kept)
+    predicted: torch.Tensor  # [U] the model's reward per labeled unit (step or response), for logging
+    true: torch.Tensor | None = None  # [U] the true reward of the same units (logging only), if known
+
+
+class PreferenceSupport(ABC):
+    """How an environment family takes part in learning from preferences (``Environment.preference_support``).
+
+    The algorithm asks it for candidate pairs, hands them to a labeler, trains the model it makes, and has it
+    relabel every batch; the algorithm itself knows nothing of observations, tokens or simulators.
+    """
+
+    unit: SegmentUnit
+
+    @abstractmethod
+    def candidate_pairs(
+        self, batch: RolloutBatch, count: int, generator: torch.Generator
+    ) -> list[tuple[Segment, Segment]]:
+        """Up to ``count`` random pairs of comparable segments cut from ``batch``."""
+
+    @abstractmethod
+    def make_reward_model(self, seed: int) -> PreferenceRewardModel:
+        """A fresh reward model for this family's segments (seeded)."""
+
+    @abstractmethod
+    def relabel(self, batch: RolloutBatch, model: PreferenceRewardModel) -> Relabeled:
+        """The batch's rewards as the model predicts them (zeros while it is untrained)."""

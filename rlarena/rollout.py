@@ -217,6 +217,14 @@ class Environment(ABC):
         3]`` uint8), ``fps``, ``return`` and ``length``; None when the environment has nothing to show."""
         return None
 
+    def preference_support(self, settings: Any) -> Any:
+        """How this environment takes part in learning from preferences (``algo=preference``): what a
+        comparable segment is, which reward model reads it, how its predictions replace the rewards.
+        ``settings``: a ``rlarena.preferences.PreferenceSettings``; returns a ``PreferenceSupport`` (that
+        module, which builds on this one), or None: not supported."""
+        del settings
+        return None
+
     def make_policy(self, policy_cfg: dict[str, Any]) -> Policy | None:
         """An environment-specific policy (text: a language model), or None for the default MLP."""
         return None
@@ -255,3 +263,6 @@ class EnvSettings:
     device: str = "cpu"
     run_dir: str | None = None  # where the environment may write samples (text) or videos
     record_states: bool = False  # simulator states per step in batch.info["states"] (clips of segments)
+    # Text: responses sampled per prompt, in consecutive columns (algorithms that compare or baseline the
+    # responses to one prompt ask for several); families without prompts ignore it.
+    responses_per_prompt: int = 1

@@ -1,5 +1,6 @@
-"""The human labeling page, end to end in headless Chromium: clips render, a click or a key stores a label,
-and a restarted server shows every label given before it stopped.
+"""The human labeling page, end to end in headless Chromium: clips render (text queries: the prompt and both
+responses, as literal text), a click or a key stores a label, and a restarted server shows every label given
+before it stopped.
 
 Needs Debian's chromium and chromium-driver (``scripts/ensure-test-deps.sh`` installs them); the test fails,
 rather than skips, without them, so CI cannot pass while silently not testing the page.
@@ -57,6 +58,34 @@ def pendulum_segments(n: int, length: int = 12, seed: int = 0) -> list[Segment]:
         )
     env.close()
     return segments
+
+
+# Model output is arbitrary text: markup in it must be shown, never run. The first would run if set as HTML
+# in a <script>-executing way; the second runs through innerHTML too (an <img> whose load fails).
+PROMPT = "Q: what is 2+3?\nline2: answer in one word"
+SCRIPT_RESPONSE = "<script>alert(1)</script> & x"
+TAG_RESPONSE = """<img src=x onerror="document.title='pwned'"> "five" & 'cinq'"""
+
+
+def text_segment(prompt: str, response: str, score: float) -> Segment:
+    """A text response as the text environment stores it: token ids and the text a person reads."""
+    return Segment(
+        [ord(c) % 97 for c in prompt],
+        [ord(c) % 97 for c in response],
+        [score],
+        unit="response",
+        display={"prompt": prompt, "response": response},
+        meta={"env_id": "text/arithmetic"},
+    )
+
+
+def text_pairs() -> list[tuple[Segment, Segment]]:
+    """Queries 1 and 2 answer PROMPT; query 3's two responses answer different prompts."""
+    return [
+        (text_segment(PROMPT, SCRIPT_RESPONSE, 0.0), text_segment(PROMPT, TAG_RESPONSE, 1.0)),
+        (text_segment(PROMPT, "5", 1.0), text_segment(PROMPT, "six\nor seven", 0.0)),
+        (text_segment("Q: 1+1?", "2", 1.0), text_segment("Q: 2+2?", "4", 1.0)),
+    ]
 
 
 def free_port() -> int:
@@ -228,3 +257,132 @@ def test_label_api_refuses_bad_requests(tmp_path):
     with TestClient(create_app(store_path), base_url="http://evil.example") as client:
         assert client.get("/").status_code == 400  # DNS rebinding: only loopback host names are served
     assert main([f"store={store_path}", "host=0.0.0.0"]) == 2  # no authentication: loopback only
+
+
+def test_label_page_shows_text_queries_as_literal_text_and_survives_a_restart(browser, tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    store_path = tmp_path / "labels.sqlite"
+    with LabelStore(store_path) as store:
+        store.add_queries(text_pairs())  # queries 1..3, as the trainer stores them
+        store.set_status(budget=5)
+    element = lambda element_id: browser.find_element(By.ID, element_id)  # noqa: E731
+    text = lambda element_id: element(element_id).text  # noqa: E731 (rendered text, as a person sees it)
+    raw = lambda element_id: browser.execute_script(  # noqa: E731 (the DOM's text, and its child elements)
+        "const e = document.getElementById(arguments[0]); return [e.textContent, e.children.length];",
+        element_id,
+    )
+
+    def assert_nothing_ran() -> None:
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert  # noqa: B018 (the property raises when no alert() ran)
+        assert browser.title == "rlarena: which is better?"
+        # Neither the <img> in a response (never created) nor a clip (text has none) was requested.
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname);"
+        )
+        assert not [path for path in fetched if path == "/x" or path.startswith("/api/clip")], fetched
+
+    server = Server(store_path, tmp_path / "clips")
+    try:
+        browser.get(server.url)
+        wait_for(lambda: text("query-id") == "1", what="the first text query")
+        assert text("title") == "Which response is better?"
+        assert not element("left-clip").is_displayed() and element("left-clip").get_attribute("src") is None
+        time.sleep(0.5)  # what markup in a response would have fetched or fired has had time to
+        assert_nothing_ran()
+        # The prompt once, its line break kept (pre-wrap); each response as written, markup and all.
+        assert element("prompt").is_displayed() and text("prompt") == PROMPT
+        assert not element("left-prompt-box").is_displayed()
+        assert raw("left-response") == [SCRIPT_RESPONSE, 0] and text("left-response") == SCRIPT_RESPONSE
+        assert raw("right-response") == [TAG_RESPONSE, 0] and text("right-response") == TAG_RESPONSE
+        assert text("left-text-caption") == f"left: {len(SCRIPT_RESPONSE)} tokens"
+        left, right = element("left-response").rect, element("right-response").rect
+        assert left["x"] + left["width"] <= right["x"] and abs(left["y"] - right["y"]) < 2  # side by side
+        assert text("progress") == "0 of 5" and text("pending") == "3"
+        browser.save_screenshot(str(tmp_path / "text-page.png"))
+
+        element("btn-right").click()
+        wait_for(lambda: text("query-id") == "2", what="the second text query after a click")
+        assert choices(store_path) == {1: "right"}
+        assert text("progress") == "1 of 5" and text("right-response") == "six\nor seven"
+        assert_nothing_ran()
+    finally:
+        server.stop()
+
+    # A new server on the same store: the label kept, the page continues at the first unanswered query.
+    server = Server(store_path, tmp_path / "clips")
+    try:
+        browser.get(server.url)
+        wait_for(lambda: text("query-id") == "2", what="the page after a restart")
+        assert choices(store_path) == {1: "right"}
+        assert text("progress") == "1 of 5" and text("pending") == "2" and text("prompt") == PROMPT
+        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
+        wait_for(lambda: text("query-id") == "3", what="the third text query after a key press")
+        assert choices(store_path) == {1: "right", 2: "left"}
+        # Different prompts: each shown above its own response, no shared prompt.
+        assert not element("prompt-box").is_displayed()
+        assert text("left-prompt") == "Q: 1+1?" and text("right-prompt") == "Q: 2+2?"
+        element("btn-equal").click()
+        wait_for(lambda: text("query-id") == "none", what="the empty queue")
+        assert choices(store_path) == {1: "right", 2: "left", 3: "equal"}
+        assert text("progress") == "3 of 5" and text("left-response") == ""
+        assert_nothing_ran()
+    finally:
+        server.stop()
+
+
+def test_label_api_describes_text_queries(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from rlarena.bench.label_server import create_app
+
+    store_path = tmp_path / "labels.sqlite"
+    no_text = Segment([5, 6], [7, 8, 9], [0.0], unit="response")  # token ids only, no display
+    steps = Segment(np.zeros((3, 2)), np.zeros((3, 1)))
+    with LabelStore(store_path) as store:
+        store.add_queries(text_pairs()[:1] + text_pairs()[2:] + [(no_text, no_text), (steps, steps)])
+    with TestClient(create_app(store_path, clip_dir=tmp_path / "clips"), base_url="http://127.0.0.1") as c:
+
+        def next_query() -> dict:
+            reply = c.get("/api/next")
+            assert reply.status_code == 200, reply.text
+            return reply.json()["query"]
+
+        def answer(query_id: int) -> None:
+            assert c.post("/api/label", json={"query_id": query_id, "choice": "skip"}).status_code == 200
+
+        assert next_query() == {
+            "id": 1,
+            "unit": "response",
+            "env_id": "text/arithmetic",
+            "prompt": PROMPT,
+            "left": {"tokens": len(SCRIPT_RESPONSE), "response": SCRIPT_RESPONSE, "prompt": PROMPT},
+            "right": {"tokens": len(TAG_RESPONSE), "response": TAG_RESPONSE, "prompt": PROMPT},
+        }
+        clip = c.get("/api/clip/1/left")  # a response has no clip: a clear 404, not a 500 from the plotter
+        assert clip.status_code == 404 and "text" in clip.json()["detail"]
+        answer(1)
+        query = next_query()
+        assert query["id"] == 2 and query["prompt"] is None
+        assert (query["left"]["prompt"], query["right"]["prompt"]) == ("Q: 1+1?", "Q: 2+2?")
+        answer(2)
+        query = next_query()  # no stored text: the token ids, not an empty box
+        assert query["prompt"] == "[no text stored; token ids: 5 6]"
+        assert query["left"] == {
+            "tokens": 3,
+            "response": "[no text stored; token ids: 7 8 9]",
+            "prompt": query["prompt"],
+        }
+        answer(3)
+        query = next_query()  # a steps query after text ones is still a clip
+        assert query == {
+            "id": 4,
+            "unit": "steps",
+            "env_id": None,
+            "left": {"steps": 3, "ended": False},
+            "right": {"steps": 3, "ended": False},
+        }
+        assert c.get("/api/clip/4/left").headers["content-type"].startswith("image/svg+xml")

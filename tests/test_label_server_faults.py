@@ -203,3 +203,21 @@ def test_an_undecodable_query_is_skipped_reported_once_and_the_next_is_served(tm
     warnings = [r for r in caplog.records if r.name == "rlarena.label" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "query 2" in warnings[0].getMessage()
     assert stored_labels(path) == {1: "left", 3: "equal"}
+
+
+def test_a_query_mixing_a_clip_and_a_text_is_skipped_and_reported(tmp_path, caplog):
+    path = tmp_path / "labels.sqlite"
+    text = Segment([1, 2], [3, 4], [1.0], unit="response", display={"prompt": "Q", "response": "A"})
+    with LabelStore(path) as store:
+        store.add_queries([(segment(0), text), (text, text)])  # 1: no one comparison to show; 2: text
+    app = create_app(path, clip_dir=tmp_path / "clips")
+    with (
+        caplog.at_level(logging.WARNING, logger="rlarena.label"),
+        TestClient(app, base_url=ORIGIN, raise_server_exceptions=False) as client,
+    ):
+        nxt = client.get("/api/next").json()
+        assert nxt["query"]["id"] == 2 and nxt["query"]["unit"] == "response"
+        assert nxt["progress"]["undecodable_queries"] == 1
+        assert_clear_error(client.get("/api/clip/1/right"), 404, "text")  # its text side has no clip
+    warnings = [r for r in caplog.records if r.name == "rlarena.label" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "different units" in warnings[0].getMessage()

@@ -290,6 +290,135 @@ def test_config_differences_are_flagged_and_config_fills_in_scores(tmp_path):
     assert {(r.random_score, r.reference_score) for r in collection.runs} == {(0.0, 1000.0)}
 
 
+# ------------------------------------------------------------------ return vs preference labels
+
+# total_labels (None: plain ppo, the true reward) -> final returns of seeds 0, 1, 2 on hopper
+LABEL_SCORES = {100: [200.0, 260.0, 230.0], 700: [600.0, 720.0, 690.0], None: [900.0, 1000.0, 1100.0]}
+LABEL_MEANS = {100: 230.0, 700: 670.0, None: 1000.0}  # by hand
+
+
+def write_preference_run(
+    path: Path, env: str, seed: int, final: float, labels: int | None, inner: str = "ppo"
+) -> Path:
+    """A preference run: config.yaml records algo.inner and (unless None) algo.total_labels."""
+    run = write_run(
+        path, "preference", env, seed, final, scores=(0.0, 1000.0), config_hash=f"pref-{labels}-{env}-{seed}"
+    )
+    budget = "" if labels is None else f", total_labels: {labels}"
+    (run / "config.yaml").write_text(
+        f"seed: {seed}\nalgo: {{name: preference, inner: {inner}{budget}}}\nenv: {{name: {env}}}\n"
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def label_sweep(tmp_path_factory) -> Path:
+    """A total_labels=100,700 x seed=0,1,2 preference sweep, plain ppo (true reward) and a2c on hopper."""
+    root = tmp_path_factory.mktemp("label_runs")
+    for labels, finals in LABEL_SCORES.items():
+        for seed, final in enumerate(finals):
+            if labels is None:
+                write_run(root / f"ppo_{seed}", "ppo", "hopper", seed, final, scores=(0.0, 1000.0))
+            else:
+                write_preference_run(root / f"pref_{labels}_{seed}", "hopper", seed, final, labels)
+    for seed, final in enumerate((300.0, 500.0, 400.0)):  # not the inner algorithm: not in the view
+        write_run(root / f"a2c_{seed}", "a2c", "hopper", seed, final, scores=(0.0, 1000.0))
+    return root
+
+
+def test_labels_view_rows(label_sweep):
+    collection = collect_runs([label_sweep], progress=False)
+    # The label budgets are separate experiments, not pooled seeds with differing configs.
+    assert collection.warnings == []
+    lb = build_leaderboard(collection, reps=int(REPS))
+    assert list(lb.labels) == ["hopper"]
+    rows = lb.labels["hopper"]
+    assert [(r.labels, r.inner, r.algo) for r in rows] == [
+        (100, "ppo", "preference-ppo (100 labels)"),
+        (700, "ppo", "preference-ppo (700 labels)"),
+        (None, "ppo", "ppo"),
+    ]
+    for row in rows:
+        assert row.n_runs == 3 and row.seeds == [0, 1, 2] and row.total_steps == [1000]
+        assert row.mean.value == pytest.approx(LABEL_MEANS[row.labels])
+        assert row.mean.low < row.mean.value < row.mean.high  # a bootstrap CI over 3 distinct seeds
+        assert row.iqm.value == pytest.approx(LABEL_MEANS[row.labels])  # 3 seeds: IQM is the mean
+        assert row.std == pytest.approx(np.std(LABEL_SCORES[row.labels], ddof=1))
+    # The main table ranks each budget as a variant of its own, beside the plain algorithms.
+    main_rows = {row.algo: row for row in lb.rows["hopper"]}
+    assert set(main_rows) == {"ppo", "a2c", "preference-ppo (100 labels)", "preference-ppo (700 labels)"}
+    assert main_rows["preference-ppo (700 labels)"].mean == pytest.approx(670.0)
+    assert lb.algos == ["a2c", "ppo", "preference-ppo (100 labels)", "preference-ppo (700 labels)"]
+
+
+def test_labels_view_in_markdown_csv_and_html(label_sweep, tmp_path):
+    out = tmp_path / "out"
+    buf = io.StringIO()
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(buf):
+        assert main([str(label_sweep), "--out", str(out), "--reps", REPS, "--no-progress"]) == 0
+    markdown = (out / "leaderboard.md").read_text()
+    section = markdown.split("## Return vs preference labels", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| Labels | Inner algorithm | Seeds | Final return mean [95% CI] |")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+    assert [c[:3] for c in cells] == [["100", "ppo", "3"], ["700", "ppo", "3"], ["true reward", "ppo", "3"]]
+    assert [c[3].split(" [")[0] for c in cells] == ["230.0", "670.0", "1000.0"]
+
+    rows = list(csv.DictReader(io.StringIO((out / "labels.csv").read_text())))
+    assert [(r["labels"], r["reward"], r["n_seeds"]) for r in rows] == [
+        ("100", "preferences", "3"),
+        ("700", "preferences", "3"),
+        ("", "true", "3"),
+    ]
+    assert [float(r["mean"]) for r in rows] == pytest.approx([230.0, 670.0, 1000.0])
+    assert all(float(r["mean_low"]) < float(r["mean"]) < float(r["mean_high"]) for r in rows)
+    runs = list(csv.DictReader(io.StringIO((out / "runs.csv").read_text())))
+    assert sorted(r["total_labels"] for r in runs if r["algo"] == "preference") == ["100"] * 3 + ["700"] * 3
+
+    page_text = (out / "report.html").read_text(encoding="utf-8")
+    assert '<section id="labels">' in page_text and "<td>true reward</td>" in page_text
+    # curves (1 env) + aggregate intervals + performance profile + improvement + the labels plot
+    assert len(_parse(page_text).images) == 5
+
+
+def test_labels_view_orders_budgets_numerically_and_matches_env(tmp_path):
+    write_preference_run(tmp_path / "a", "hopper", 0, 500.0, 1400)
+    write_preference_run(tmp_path / "b", "hopper", 0, 300.0, 300)
+    write_preference_run(tmp_path / "c", "hopper", 1, 100.0, None)  # no budget recorded
+    write_run(tmp_path / "d", "ppo", "walker", 0, 90.0)  # true reward on another env: no reference
+    collection = collect_runs([tmp_path], progress=False)
+    lb = build_leaderboard(collection, reps=int(REPS))
+    assert list(lb.labels) == ["hopper"]
+    assert [r.labels for r in lb.labels["hopper"]] == [300, 1400]
+    assert not lb.labels["hopper"][0].mean.has_ci  # one seed: no interval, not a zero-width one
+    assert any("left out of the labels view" in w for w in collection.warnings)
+    assert "preference" in {row.algo for row in lb.rows["hopper"]}  # still ranked, as plain 'preference'
+
+
+def test_labels_view_warns_when_step_budgets_differ(tmp_path):
+    write_preference_run(tmp_path / "a", "hopper", 0, 500.0, 700)
+    reference = write_run(tmp_path / "b", "ppo", "hopper", 0, 900.0, scores=(0.0, 1000.0))
+    summary = json.loads((reference / "summary.json").read_text())
+    (reference / "summary.json").write_text(json.dumps({**summary, "total_steps": 2000}))
+    collection = collect_runs([tmp_path], progress=False)
+    lb = build_leaderboard(collection, reps=int(REPS))
+    assert [r.labels for r in lb.labels["hopper"]] == [700, None]  # shown, but not silently
+    assert collection.warnings == [
+        "hopper: the labels view compares preference-ppo runs of 1000 steps with ppo (true reward) runs "
+        "of 2000 steps"
+    ]
+
+
+def test_no_labels_view_without_preference_runs(sweep, report):
+    assert build_leaderboard(collect_runs([sweep], progress=False), reps=int(REPS)).labels == {}
+    _, stdout, out = report
+    assert "preference labels" not in stdout
+    assert not (out / "labels.csv").exists()
+    assert 'id="labels"' not in (out / "report.html").read_text(encoding="utf-8")
+
+
 def test_parse_reference(tmp_path):
     spec = tmp_path / "ref.yaml"
     spec.write_text(

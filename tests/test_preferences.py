@@ -21,9 +21,9 @@ from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from rlarena.algorithms.base import AlgoConfig, Algorithm, ConfigError
-from rlarena.algorithms.preference import PreferenceConfig, PreferenceLearning, cut_segments, label_target
+from rlarena.algorithms.preference import PreferenceConfig, PreferenceLearning, label_target
 from rlarena.algorithms.preference.labelers import HumanLabeler, LabelerConfig, SyntheticLabeler
-from rlarena.algorithms.preference.reward_model import RewardModelConfig, RewardModelTrainer, padded_features
+from rlarena.envs.gym_preferences import StepSegments, cut_segments
 from rlarena.label_store import LabelStore
 from rlarena.preferences import (
     LabeledPair,
@@ -34,6 +34,7 @@ from rlarena.preferences import (
     preference_probability,
 )
 from rlarena.registry import ALGORITHMS
+from rlarena.reward_ensemble import RewardModelConfig, RewardModelTrainer, padded_features
 from rlarena.rollout import RolloutBatch
 
 torch.set_num_threads(1)
@@ -378,7 +379,9 @@ def _fake_batch(rng: np.random.Generator, T: int = 64, N: int = 2) -> RolloutBat
 
 def _plugin(**kw) -> PreferenceLearning:
     cfg = _cfg(inner="pref_spy", total_labels=40, segment_length=6, label_horizon=0.5, **kw)
-    return PreferenceLearning(cfg, torch.nn.Linear(1, 1), seed=0)
+    algo = PreferenceLearning(cfg, torch.nn.Linear(1, 1), seed=0)
+    algo.attach(StepSegments(obs_dim=3, act_dim=1, settings=algo.settings()))  # the fake batch's sizes
+    return algo
 
 
 def test_plugin_relabels_and_never_shows_the_true_reward(spy):
@@ -425,9 +428,10 @@ def test_disagreement_selection_takes_the_most_disputed_pairs(spy):
     algo = _plugin(selection="disagreement")
     algo.update(_fake_batch(rng))  # trains the reward model on the initial labels
     segments = [_segment(rng, obs_dim=3) for _ in range(20)]
+    pairs = [(segments[i], segments[i + 1]) for i in range(0, 20, 2)]
     variance = torch.arange(10, dtype=torch.float32)
     algo.reward_model.disagreement = lambda a, b: variance  # pair i has variance i
-    chosen = algo._select(segments, 3)
+    chosen = algo._select(pairs, 3)
     assert [next(i for i, s in enumerate(segments) if s is a) // 2 for a, _ in chosen] == [9, 8, 7]
     real = RewardModelTrainer(4, RewardModelConfig(), seed=0).disagreement(segments[:4], segments[4:8])
     assert real.shape == (4,) and (real >= 0).all()
@@ -520,8 +524,8 @@ def test_killed_writer_loses_no_acknowledged_label(tmp_path):
 
 
 def test_reward_model_command_trains_from_a_store_and_from_jsonl(tmp_path, capsys):
-    from rlarena.algorithms.preference.reward_model import load_reward_ensemble
     from rlarena.bench.reward_model_cli import main, train_from_labels_file
+    from rlarena.reward_ensemble import load_reward_ensemble
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=8)

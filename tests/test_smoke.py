@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from rlarena.bench.results import flatten
 from rlarena.bench.train import load_config, run_training
 from rlarena.registry import get_algorithm, list_algorithms, list_envs
 
@@ -21,30 +22,24 @@ SHRINK = {
     "update_epochs": 2,
     "vf_epochs": 2,
     "vf_minibatches": 2,
+    "responses_per_prompt": 2,
 }
 
 
 def _grid() -> list[tuple[str, str]]:
-    """Every (algorithm, env) pair, minus those an algorithm declares it does not take: a plugin may set
-    ``layouts = ("flat",)`` when it needs vector observations (preference learning on raw text is not
-    defined; on text, learning from preferences is the reward-model env option)."""
-    pairs = []
-    for algo in list_algorithms():
-        layouts = getattr(get_algorithm(algo), "layouts", ("flat", "sequence"))
-        for env in list_envs():
-            if env.startswith("text/") and "sequence" not in layouts:
-                continue
-            pairs.append((algo, env))
-    return pairs
+    """Every (algorithm, env) pair: every plugin runs on every environment."""
+    return [(algo, env) for algo in list_algorithms() for env in list_envs()]
 
 
 def run_smoke(algo: str, env: str, run_dir) -> dict:
     """A few updates of ``algo`` on ``env`` with the grid's shrunk settings; returns the run's summary."""
-    fields = get_algorithm(algo).Config.__dataclass_fields__
+    # The shrunk settings reach the algorithm as an env family's algo_defaults would (a wrapper such as
+    # algo=preference forwards its inner algorithm's keys).
+    shrunk = flatten(get_algorithm(algo).Config.with_env_defaults({}, SHRINK, set()))
     overrides = [f"algo={algo}", f"env={env}", "total_steps=128", "eval.episodes=1", "eval.every_steps=0"]
     overrides += ["progress=false", "tensorboard=false"]
-    overrides += [f"algo.{k}={v}" for k, v in SHRINK.items() if k in fields]
-    explicit = {f"algo.{k}" for k in SHRINK} | {"total_steps", "eval.episodes", "eval.every_steps"}
+    overrides += [f"++algo.{k}={v}" for k, v in shrunk.items()]
+    explicit = {f"algo.{k}" for k in shrunk} | {"total_steps", "eval.episodes", "eval.every_steps"}
     env_smoke = load_config(overrides).env.get("smoke_overrides") or {}
     overrides = [o for o in overrides if o.split("=")[0] not in env_smoke]
     overrides += [

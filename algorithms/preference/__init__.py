@@ -2,23 +2,15 @@
 
 * ``algorithm.py``: :class:`PreferenceLearning` (registered as ``algo=preference``), the wrapper around any
   on-policy algorithm, and its :class:`PreferenceConfig`;
-* ``reward_model.py``: the reward model it learns, an MLP ensemble over segment features
-  (:class:`RewardEnsemble`, trained by :class:`RewardModelTrainer`);
+* the reward model comes from the environment (``rlarena/preferences.py``'s contract): on vector
+  observations the MLP ensemble of ``rlarena/reward_ensemble.py`` (:class:`RewardEnsemble`, trained by
+  :class:`RewardModelTrainer`), on text the transformer of ``envs/text/preferences.py``;
 * ``labelers.py``: who answers the queries (a synthetic oracle, or a person through the label store).
 
 Importing the package registers the algorithm.
 """
 
-from .algorithm import (
-    PreferenceConfig,
-    PreferenceLearning,
-    build_inner_config,
-    cut_segments,
-    label_target,
-    sub_config,
-)
-from .labelers import HumanLabeler, Labeler, LabelerConfig, SyntheticLabeler, make_labeler
-from .reward_model import (
+from rlarena.reward_ensemble import (
     PreferenceDataset,
     RewardEnsemble,
     RewardModelConfig,
@@ -28,6 +20,15 @@ from .reward_model import (
     padded_features,
     save_reward_ensemble,
 )
+
+from .algorithm import (
+    PreferenceConfig,
+    PreferenceLearning,
+    build_inner_config,
+    label_target,
+    sub_config,
+)
+from .labelers import HumanLabeler, Labeler, LabelerConfig, SyntheticLabeler, make_labeler
 
 __all__ = [
     "HumanLabeler",
@@ -41,7 +42,6 @@ __all__ = [
     "RewardModelTrainer",
     "SyntheticLabeler",
     "build_inner_config",
-    "cut_segments",
     "evaluate_reward_model",
     "label_target",
     "load_reward_ensemble",

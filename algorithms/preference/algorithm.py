@@ -2,16 +2,20 @@
 
 Each update:
 
-1. cut trajectory segments from the rollout (at most ``segment_length`` steps, inside one episode; a segment
-   may end early where the episode terminated, never where a time limit cut it; with ``absorbing`` its missing
-   steps count as steps in the terminal state, whose reward the reward model learns too);
-2. if the label schedule asks for more labels, pick pairs (at random, or those the reward-model ensemble
-   disagrees on most among ``candidate_factor`` times as many random pairs) and hand them to the labeler;
-3. add the labels that came back to the dataset and train the reward model;
-4. replace the batch's rewards with the reward model's (zero mean, unit std; a terminal step also gets the
-   discounted absorbing-state reward ``gamma / (1 - gamma) * r_absorbing``), scaled by the running std of
-   their discounted return when ``normalize_rewards`` is on (what the environment does for true rewards,
+1. if the label schedule asks for more labels, have the environment cut candidate pairs of comparable
+   segments from the rollout, pick pairs among them (at random, or those the reward model is least sure of
+   among ``candidate_factor`` times as many) and hand them to the labeler;
+2. add the labels that came back to the dataset and train the reward model;
+3. have the environment replace the batch's rewards with the reward model's, scale them by the running std
+   of their discounted return when ``normalize_rewards`` is on (what the environment does for true rewards,
    lost once they are replaced), and call ``inner.update``.
+
+What a segment is, which reward model reads it and how its predictions go back into the batch belong to the
+environment family (``Environment.preference_support``, the contract in ``rlarena/preferences.py``): on
+MuJoCo a window of ``segment_length`` steps inside one episode, an MLP ensemble, every step's reward
+(envs/gym_preferences.py); on text a whole response, compared with other responses to the same prompt
+(``responses_per_prompt`` per prompt), the text reward model, the response's score at its last token with
+the KL penalty kept (envs/text/preferences.py). This file has no branch on either.
 
 The inner algorithm never sees the environment's reward: it is removed from the batch it gets and only
 logged here (``pref/reward_corr``: how well the predicted reward tracks the true one).
@@ -27,13 +31,13 @@ import numpy as np
 import torch
 
 from rlarena.normalize import RunningMeanStd
-from rlarena.preferences import Segment
+from rlarena.preferences import PreferenceRewardModel, PreferenceSettings, PreferenceSupport, Segment
 from rlarena.registry import UnknownPluginError, get_algorithm, register_algorithm
-from rlarena.rollout import RolloutBatch
+from rlarena.reward_ensemble import RewardModelConfig
+from rlarena.rollout import Environment, RolloutBatch
 
 from ..base import AlgoConfig, Algorithm, ConfigError, PolicyConfig, check, check_unit
 from .labelers import Labeler, LabelerConfig, make_labeler
-from .reward_model import RewardModelConfig, RewardModelTrainer
 
 # AlgoConfig's fields belong to the inner algorithm. PreferenceConfig redeclares each as nullable: left
 # unset (null) it takes the inner value; set, it is forwarded. Either way the training loop reads the inner
@@ -96,6 +100,7 @@ class PreferenceConfig(AlgoConfig):
     policy: PolicyConfig | None = None
     # Segments and queries.
     segment_length: int = 25  # steps (InvertedPendulum: 1 s; the paper used 1-2 s of simulated time)
+    responses_per_prompt: int = 4  # text: responses sampled per prompt, compared in pairs (InstructGPT: 4-9)
     absorbing: bool = True  # learn a reward for the terminal state (see reward_model.py)
     selection: str = "disagreement"  # random | disagreement (variance of P(a > b) across the ensemble)
     candidate_factor: int = 10  # disagreement: candidate pairs per query
@@ -133,6 +138,10 @@ class PreferenceConfig(AlgoConfig):
         super().__post_init__()
         check(self.segment_length >= 1, f"segment_length must be >= 1, got {self.segment_length}")
         check(
+            self.responses_per_prompt >= 2,
+            f"responses_per_prompt must be >= 2 (pairs of responses), got {self.responses_per_prompt}",
+        )
+        check(
             self.selection in ("random", "disagreement"),
             f"selection must be random|disagreement, got {self.selection!r}",
         )
@@ -144,6 +153,24 @@ class PreferenceConfig(AlgoConfig):
         check_unit("initial_fraction", self.initial_fraction)
         check(self.label_decay > 0, f"label_decay must be > 0, got {self.label_decay}")
         check_unit("label_horizon", self.label_horizon, closed_low=False)
+
+    @classmethod
+    def with_env_defaults(
+        cls, algo: dict[str, Any], defaults: dict[str, Any], explicit: set[str]
+    ) -> dict[str, Any]:
+        """Its own keys as every algorithm does; the inner algorithm's other keys (e.g. a text family's
+        ``num_minibatches`` for PPO) go to ``inner_overrides``, unless set there on the command line."""
+        algo = super().with_env_defaults(algo, defaults, explicit)
+        try:
+            inner_cls = get_algorithm(algo.get("inner", cls.inner))
+        except UnknownPluginError:
+            return algo  # validation names the bad algo.inner
+        own, inner_known = set(cls.__dataclass_fields__), set(inner_cls.Config.__dataclass_fields__)
+        overrides = dict(algo.get("inner_overrides") or {})
+        for key, value in defaults.items():
+            if key not in own and key in inner_known and f"algo.inner_overrides.{key}" not in explicit:
+                overrides.setdefault(key, value)
+        return {**algo, "inner_overrides": overrides}
 
     def inner_config(self) -> AlgoConfig:
         if not hasattr(self, "_inner"):
@@ -163,60 +190,6 @@ def label_target(cfg: PreferenceConfig, progress: float) -> int:
     return min(cfg.total_labels, initial + math.floor((cfg.total_labels - initial) * share + 1e-9))
 
 
-def cut_segments(
-    obs: np.ndarray,
-    actions: np.ndarray,
-    dones: np.ndarray,
-    terminated: np.ndarray,
-    length: int,
-    count: int,
-    generator: torch.Generator,
-    true_rewards: np.ndarray | None = None,
-    states: np.ndarray | None = None,
-    meta: dict[str, Any] | None = None,
-    absorbing: bool = True,
-) -> list[Segment]:
-    """Up to ``count`` random segments of ``[T, N]`` rollout arrays, each inside one episode.
-
-    A segment is ``length`` steps, or fewer when its episode terminated inside it (the fall is part of what a
-    labeler judges; with ``absorbing`` the missing steps are recorded as spent in the terminal state).
-    Windows cut short by a time limit or by the end of the rollout are rejected.
-    """
-    T, N = dones.shape
-    out: list[Segment] = []
-    for _ in range(20 * count):
-        if len(out) >= count:
-            break
-        t0 = int(torch.randint(0, T, (), generator=generator))
-        n = int(torch.randint(0, N, (), generator=generator))
-        hits = np.flatnonzero(dones[t0 : t0 + length, n])
-        if hits.size:
-            end = t0 + int(hits[0]) + 1
-            ended = bool(terminated[end - 1, n])
-            if not ended and end - t0 < length:
-                continue  # a time limit cut the episode: the segment would look worse than it is
-        elif t0 + length > T:
-            continue
-        else:
-            end, ended = t0 + length, False
-        out.append(
-            Segment(
-                obs[t0:end, n],
-                actions[t0:end, n],
-                None if true_rewards is None else true_rewards[t0:end, n],
-                None if states is None else states[t0:end, n],
-                ended=ended,
-                absorbing=length - (end - t0) if ended and absorbing else 0,
-                meta={**(meta or {}), "t0": t0, "env_index": n},
-            )
-        )
-    return out
-
-
-def _numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 _not_nullable = [f.name for f in fields(PreferenceConfig) if f.name in INNER_FIELDS and f.default is not None]
 if _not_nullable:  # the contract above, enforced where it is written
     raise TypeError(f"PreferenceConfig must redeclare {_not_nullable} with default None")
@@ -225,19 +198,44 @@ if _not_nullable:  # the contract above, enforced where it is written
 @register_algorithm("preference")
 class PreferenceLearning(Algorithm):
     Config = PreferenceConfig
-    # Rollout layouts this algorithm accepts: vector observations only (text has its own reward model).
-    layouts: ClassVar[tuple[str, ...]] = ("flat",)
     needs_simulator_states: ClassVar[bool] = True  # segments carry them: the labeling page renders clips
+
+    @classmethod
+    def env_settings(cls, cfg: AlgoConfig) -> dict[str, Any]:
+        assert isinstance(cfg, PreferenceConfig)
+        return {**super().env_settings(cfg), "responses_per_prompt": cfg.responses_per_prompt}
 
     def __init__(self, cfg: PreferenceConfig, policy, *, seed: int = 0) -> None:
         super().__init__(cfg, policy, seed=seed)
         self.inner: Algorithm = get_algorithm(cfg.inner)(cfg.inner_config(), policy, seed=seed)
         self.labeler: Labeler = make_labeler(cfg.labeler, seed=seed + 1)
-        self.reward_model: RewardModelTrainer | None = None  # built at the first batch: input size from data
+        self.support: PreferenceSupport | None = None  # the environment's part: see connect()
+        self.reward_model: PreferenceRewardModel | None = None
         self.seed = seed
         self.last_rm_metrics: dict[str, float] = {}
         self.return_rms = RunningMeanStd(())
         self._discounted: np.ndarray | None = None  # running discounted predicted return per environment
+
+    # ---- the environment's part -------------------------------------------------------------------------
+
+    def settings(self) -> PreferenceSettings:
+        cfg = self.cfg
+        return PreferenceSettings(cfg.segment_length, cfg.absorbing, cfg.gamma, cfg.reward_model)
+
+    def connect(self, env: Environment) -> None:
+        support = env.preference_support(self.settings())
+        if support is None:
+            raise ConfigError(
+                f"algo=preference does not run on env {env.name!r}: it has no preference support "
+                "(Environment.preference_support)"
+            )
+        self.attach(support)
+        self.inner.connect(env)
+
+    def attach(self, support: PreferenceSupport) -> None:
+        """Use ``support``'s segments and reward model (``connect`` gets it from the environment)."""
+        self.support = support
+        self.reward_model = support.make_reward_model(self.seed)
 
     # ---- delegation -----------------------------------------------------------------------------------
 
@@ -254,35 +252,7 @@ class PreferenceLearning(Algorithm):
 
     # ---- the update -----------------------------------------------------------------------------------
 
-    def _rollout_arrays(self, batch: RolloutBatch) -> dict[str, Any]:
-        info = batch.info
-        obs = info.get("raw_obs", batch.obs)
-        if isinstance(obs, dict) or batch.layout != "flat":
-            raise TypeError("algo=preference needs flat vector observations (text has its own reward model)")
-        obs = _numpy(obs).astype(np.float32)
-        actions = _numpy(info.get("env_actions", batch.actions)).astype(np.float32)
-        T, N = batch.num_steps, batch.num_envs
-        obs, actions = obs.reshape(T, N, -1), actions.reshape(T, N, -1)
-        dones = _numpy(batch.dones) > 0.5
-        if "terminated" in info:
-            terminated = _numpy(info["terminated"]).astype(bool)
-        else:  # the collector stores a bootstrap value only where a time limit (not the task) ended it
-            boot = _numpy(batch.bootstrap_values) if batch.bootstrap_values is not None else np.zeros((T, N))
-            terminated = dones & (boot == 0)
-        true = info.get("raw_rewards")
-        states = info.get("states")
-        return {
-            "obs": obs,
-            "actions": actions,
-            "dones": dones,
-            "terminated": terminated,
-            "true_rewards": None if true is None else _numpy(true).astype(np.float32),
-            "states": None if states is None else _numpy(states),
-            "env_id": info.get("env_id"),
-        }
-
-    def _select(self, segments: list[Segment], want: int) -> list[tuple[Segment, Segment]]:
-        pairs = [(segments[i], segments[i + 1]) for i in range(0, len(segments) - 1, 2)]
+    def _select(self, pairs: list[tuple[Segment, Segment]], want: int) -> list[tuple[Segment, Segment]]:
         rm = self.reward_model
         if self.cfg.selection == "random" or rm is None or not rm.trained or len(pairs) <= want:
             return pairs[:want]
@@ -311,76 +281,53 @@ class PreferenceLearning(Algorithm):
         return 0
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
-        cfg = self.cfg
-        arrays = self._rollout_arrays(batch)
-        features = np.concatenate([arrays["obs"], arrays["actions"]], axis=-1)
-        if self.reward_model is None:
-            self.reward_model = RewardModelTrainer(features.shape[-1], cfg.reward_model, seed=self.seed)
-        rm = self.reward_model
+        cfg, support, rm = self.cfg, self.support, self.reward_model
+        if support is None or rm is None:
+            raise RuntimeError("connect(env) (or attach(support)) before the first update")
 
-        # 1-2. Ask for the labels the schedule calls for.
+        # 1. Ask for the labels the schedule calls for.
         want = label_target(cfg, self.progress) - self.labeler.asked
         if want > 0:
             factor = cfg.candidate_factor if cfg.selection == "disagreement" and rm.trained else 1
-            segments = cut_segments(
-                arrays["obs"],
-                arrays["actions"],
-                arrays["dones"],
-                arrays["terminated"],
-                cfg.segment_length,
-                2 * want * factor,
-                self.generator,
-                arrays["true_rewards"],
-                arrays["states"],
-                meta={"env_id": arrays["env_id"]} if arrays["env_id"] else None,
-                absorbing=cfg.absorbing,
-            )
-            self.labeler.ask(self._select(segments, want))
+            candidates = support.candidate_pairs(batch, want * factor, self.generator)
+            self.labeler.ask(self._select(candidates, want))
             self.labeler.publish(budget=cfg.total_labels, asked=self.labeler.asked)
 
-        # 3. Train the reward model on what came back.
+        # 2. Train the reward model on what came back.
         new = self.labeler.poll(wait_for=self._wait_for())
         if new:
             rm.add(new)
             self.last_rm_metrics = rm.fit()
             self.labeler.publish(
                 budget=cfg.total_labels,
-                labels=len(rm.data),
+                labels=rm.num_labels,
                 val_accuracy=self.last_rm_metrics.get("val_accuracy"),
                 rm_rounds=rm.rounds,
             )
 
-        # 4. Relabel and update the inner algorithm, which never sees the true reward.
-        x = torch.from_numpy(features)
-        step_reward = rm.predict(x) if rm.trained else torch.zeros(x.shape[:2])
-        rewards = step_reward.double().numpy()
-        if cfg.absorbing and rm.trained and cfg.gamma < 1:  # the terminal state's reward, forever after
-            rewards = (
-                rewards + cfg.gamma / (1.0 - cfg.gamma) * rm.model.absorbing_reward() * arrays["terminated"]
-            )
+        # 3. Relabel and update the inner algorithm, which never sees the true reward.
+        relabeled = support.relabel(batch, rm)
+        rewards = relabeled.rewards.double().cpu().numpy()
         if cfg.normalize_rewards and rm.trained:
-            rewards = self._scale_rewards(rewards, arrays["dones"])
+            rewards = self._scale_rewards(rewards, batch.dones.cpu().numpy() > 0.5)
         predicted = torch.from_numpy(rewards).to(device=batch.rewards.device, dtype=batch.rewards.dtype)
         info = {k: v for k, v in batch.info.items() if k not in TRUE_REWARD_KEYS}
         metrics = self.inner.learn(batch.replace(rewards=predicted, info=info))
 
         metrics.update(
             {
-                "pref/labels": float(len(rm.data)),
+                "pref/labels": float(rm.num_labels),
                 "pref/asked": float(self.labeler.asked),
                 "pref/pending": float(self.labeler.pending),
                 "pref/predicted_reward_mean": float(predicted.mean()),
             }
         )
         metrics.update({f"rm/{k}": float(v) for k, v in self.last_rm_metrics.items()})
-        if rm.trained and rm.data.has_absorbing:  # only learned where some segment ended early
-            metrics["pref/absorbing_reward"] = rm.model.absorbing_reward()
-        if (
-            arrays["true_rewards"] is not None
-        ):  # logging only: how well the per-step prediction tracks the truth
-            true = arrays["true_rewards"].reshape(-1)
-            pred = step_reward.numpy().reshape(-1)
-            if true.std() > 0 and pred.std() > 0:
+        metrics.update({f"pref/{k}": float(v) for k, v in rm.extra_metrics().items()})
+        if relabeled.true is not None:  # logging only: how well the prediction tracks the truth
+            true = relabeled.true.double().numpy()
+            pred = relabeled.predicted.double().numpy()
+            if len(true) > 1 and true.std() > 0 and pred.std() > 0:
                 metrics["pref/reward_corr"] = float(np.corrcoef(true, pred)[0, 1])
             metrics["pref/true_reward_mean"] = float(true.mean())
         return metrics
@@ -388,15 +335,13 @@ class PreferenceLearning(Algorithm):
     # ---- checkpoints ----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        rm = self.reward_model
         return {
             "num_updates": self.num_updates,
             "progress": self.progress,
             "generator": self.generator.get_state(),
             "inner": self.inner.state_dict(),
             "labeler": self.labeler.state_dict(),
-            "reward_model": None if rm is None else rm.state_dict(),
-            "reward_model_input_dim": None if rm is None else rm.model.input_dim,
+            "reward_model": None if self.reward_model is None else self.reward_model.state_dict(),
             "return_rms": self.return_rms.state_dict(),
             "discounted": None if self._discounted is None else torch.from_numpy(self._discounted.copy()),
         }
@@ -410,8 +355,7 @@ class PreferenceLearning(Algorithm):
         self.return_rms.load_state_dict(state["return_rms"])
         self._discounted = None if state["discounted"] is None else state["discounted"].numpy().copy()
         if state["reward_model"] is not None:
-            self.reward_model = RewardModelTrainer(
-                int(state["reward_model_input_dim"]), self.cfg.reward_model, self.seed
-            )
+            if self.reward_model is None:
+                raise RuntimeError("connect(env) (or attach(support)) before loading a reward model")
             self.reward_model.load_state_dict(state["reward_model"])
             self.last_rm_metrics = dict(self.reward_model.last_metrics)

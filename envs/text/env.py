@@ -8,7 +8,9 @@ as in InstructGPT and TRL), plus, at the last token only, the response's score: 
 ``collect`` returns a time-major ``RolloutBatch(layout="sequence")`` over response tokens: ``[T, N]`` with
 ``T = num_steps`` (the maximum response length) and ``N`` prompts; ``mask`` marks real tokens, and
 ``dones = 1`` from each sequence's last real token on, so GAE over the padded batch equals GAE over each
-response alone. Responses end for good (no bootstrap): ``last_value = 0``.
+response alone. Responses end for good (no bootstrap): ``last_value = 0``. With
+``EnvSettings.responses_per_prompt = k`` the ``N`` columns answer ``N / k`` prompts, ``k`` consecutive
+columns each (reward from preferences compares them: envs/text/preferences.py).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from typing import Any
 import torch
 
 from rlarena.errors import ConfigError, MissingFileError
+from rlarena.preferences import PreferenceSettings
 from rlarena.registry import register_env
 from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
 
 from .model import ModelConfig, TransformerLM, generate, response_mask
 from .policy import TextPolicy
+from .preferences import ResponsePairs
 from .reward_model import load_text_reward_model
 from .sft import default_path, load_lm
 from .tasks import TASKS, get_task, load_split
@@ -45,7 +49,8 @@ class TextEnvConfig:
     task: str = "arithmetic"
     reward: str = "oracle"  # oracle: the task scorer; rm: the reward model of `rlarena reward-model`
     # KL penalty coefficient (initial, if adaptive). null: 0.02 with the oracle (scores in [0, 1], as in
-    # InstructGPT) and 0.1 with the reward model, whose scores have std 1: at 0.02 PPO over-optimizes it.
+    # InstructGPT) and 0.1 with a reward model (env.reward=rm, or the one algo=preference learns), whose
+    # scores have std 1: at 0.02 PPO over-optimizes it.
     kl_beta: float | None = None
     kl_target: float | None = None  # adaptive controller (Ziegler et al. 2019): target KL per response
     kl_horizon: int = 10_000  # responses over which the adaptive controller moves beta by ~e^(+-0.2)
@@ -62,6 +67,7 @@ class TextEnvConfig:
         get_task(self.task)
         if self.reward not in ("oracle", "rm"):
             raise ConfigError(f"env.reward must be 'oracle' or 'rm', got {self.reward!r}")
+        self.kl_beta_chosen = self.kl_beta is not None  # else the default follows the reward's scale
         if self.kl_beta is None:
             self.kl_beta = DEFAULT_KL_BETA[self.reward]
         if not (self.kl_beta >= 0 and math.isfinite(self.kl_beta)):
@@ -104,6 +110,12 @@ class TextEnv(Environment):
         self.task = get_task(cfg.task)
         self.train_records = load_split(cfg.task, "train")
         self.test_records = load_split(cfg.task, "test")
+        self.responses_per_prompt = settings.responses_per_prompt
+        if self.responses_per_prompt < 1 or self.num_envs % self.responses_per_prompt:
+            raise ConfigError(
+                f"{self.responses_per_prompt} responses per prompt do not divide a batch of {self.num_envs} "
+                "(algo.num_envs); choose a multiple"
+            )
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.kl_beta = cfg.kl_beta
         self.num_collects = 0
@@ -133,6 +145,14 @@ class TextEnv(Environment):
                 return TransformerLM(ModelConfig(tok.vocab_size, d_model=32, n_layer=1, n_head=2)), tok
         lm, tok, _ = load_lm(self.cfg.sft_checkpoint, self.cfg.task)
         return lm, tok
+
+    def preference_support(self, settings: PreferenceSettings) -> ResponsePairs:
+        """Responses to one prompt compared in pairs, a transformer reward model: envs/text/preferences.py."""
+        if self.responses_per_prompt < 2:
+            raise ConfigError("reward from preferences on text needs >= 2 responses per prompt")
+        if not self.cfg.kl_beta_chosen:  # the learned reward model has unit std, as env.reward=rm's
+            self.kl_beta = DEFAULT_KL_BETA["rm"]
+        return ResponsePairs(self.reference, self.tokenizer, self.responses_per_prompt, self.name, settings)
 
     def make_policy(self, policy_cfg: Any) -> Policy:
         """The SFT model (a trainable copy of the frozen reference) with a value head.
@@ -193,8 +213,9 @@ class TextEnv(Environment):
             raise TypeError(
                 f"text environments need the policy from env.make_policy, got {type(policy).__name__}"
             )
-        idx = torch.randint(len(self.train_records), (self.num_envs,), generator=self.generator).tolist()
-        records = [self.train_records[i] for i in idx]
+        k = self.responses_per_prompt  # consecutive columns answer the same prompt
+        idx = torch.randint(len(self.train_records), (self.num_envs // k,), generator=self.generator).tolist()
+        records = [self.train_records[i] for i in idx for _ in range(k)]
         # Temperature 1: the tokens must come from the very distribution the algorithm optimizes.
         r = self._score_responses(policy, records, num_steps, self.generator)
         mask, n = r["mask"], len(records)
@@ -212,6 +233,8 @@ class TextEnv(Environment):
         t = num_steps
         info: dict[str, Any] = {
             "episode_returns": r["scores"].tolist(),  # the true task score of each response
+            "task_scores": r["scores"],  # the same, for reward from preferences (envs/text/preferences.py)
+            "final_rewards": final,  # what was added at each response's last token
             "stat/score": float(r["scores"].mean()),
             "stat/kl": float(seq_kl.mean()),
             "stat/kl_exact": float(r["kl_exact"].sum(1).mean()),

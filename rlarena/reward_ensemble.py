@@ -33,9 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlarena.preferences import LabeledPair, Segment, bradley_terry_loss, preference_accuracy
-
-from ..base import check, check_positive, check_unit
+from rlarena.errors import check, check_positive, check_unit
+from rlarena.preferences import (
+    LabeledPair,
+    PreferenceRewardModel,
+    Segment,
+    bradley_terry_loss,
+    preference_accuracy,
+)
 
 
 @dataclass
@@ -316,7 +321,7 @@ def evaluate_reward_model(
     }
 
 
-class RewardModelTrainer:
+class RewardModelTrainer(PreferenceRewardModel):
     """Owns the model, the dataset, the optimizer and the adaptive L2 coefficient."""
 
     def __init__(self, input_dim: int, cfg: RewardModelConfig, seed: int = 0) -> None:
@@ -332,8 +337,13 @@ class RewardModelTrainer:
         self.last_metrics: dict[str, float] = {}
 
     @property
-    def trained(self) -> bool:
-        return self.rounds > 0
+    def num_labels(self) -> int:
+        return len(self.data)
+
+    def extra_metrics(self) -> dict[str, float]:
+        if self.trained and self.data.has_absorbing:  # only learned where some segment ended early
+            return {"absorbing_reward": self.model.absorbing_reward()}
+        return {}
 
     def add(self, pairs: list[LabeledPair]) -> None:
         for p in pairs:
