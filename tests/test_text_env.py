@@ -142,6 +142,9 @@ def test_evaluate_reports_scores_and_kl(tiny_checkpoint, tmp_path):
     assert result["kl"] == pytest.approx(sum(expected_kl) / 3, abs=1e-4)
     assert result["length"] == pytest.approx((3 + 1 + 4) / 3)
     assert len(result["samples"]) == 3 and (tmp_path / "text_samples.jsonl").exists()
+    # The score's 95% interval: a bootstrap over the 3 prompts, so inside [0, 1] around the mean 0.5.
+    assert 0.0 <= result["score_ci_low"] < 0.5 < result["score_ci_high"] <= 1.0
+    assert env.evaluate(policy, 3, deterministic=True)["score_ci_low"] == result["score_ci_low"]  # seeded
 
 
 def test_gae_over_padded_responses_equals_per_sequence_gae(tiny_checkpoint):

@@ -73,3 +73,37 @@ def test_tokenizer_round_trip_and_left_padding():
     assert ids.tolist() == [[PAD, PAD, BOS, *tok.encode("ab")], [BOS, *tok.encode("abcd")]]
     assert torch.equal(mask, ids != PAD)
     assert tok.vocab_size == 3 + len(tok.chars) and EOS not in tok.itos
+
+
+def test_scorer_parts_make_the_score_and_pick_pairs_that_differ_in_one_part():
+    import torch
+
+    from rlarena.envs.text.reward_model import Comparisons
+    from rlarena.envs.text.tasks import get_task, load_split
+
+    task = get_task("format")
+    record = load_split("format", "test")[0]
+    m = record["meta"]
+    right = m["sep"].join(
+        [
+            {"uppercase": str.upper, "lowercase": str.lower, "capitalized": str.capitalize}[m["case"]](
+                m["word"]
+            )
+        ]
+        * m["n"]
+    )
+    one_too_many = right + m["sep"] + right.split(m["sep"])[0]
+    wrong_word = right.replace(right.split(m["sep"])[0], "x" * len(m["word"]))
+    responses = [right, one_too_many, wrong_word]
+    parts = [task.components(record, r) for r in responses]
+    for response, part in zip(responses, parts):
+        assert task.score(record, response) == pytest.approx(sum(part.values()) / 3)
+    assert parts[0] == {"count": 1.0, "word": 1.0, "case": 1.0} and parts[1]["count"] == 0.0
+    data = Comparisons(
+        *(torch.zeros(1),) * 5,
+        winner=torch.tensor([0, 0]),
+        loser=torch.tensor([1, 2]),
+        components={k: torch.tensor([p[k] for p in parts]) for k in parts[0]},
+    )
+    assert data.differing_in_only("count").tolist() == [0]  # the extra item changes the count only
+    assert data.differing_in_only("word").tolist() == []  # a wrong word also breaks the case check

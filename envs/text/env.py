@@ -298,9 +298,13 @@ class TextEnv(Environment):
         ]
         scores = torch.cat([p["scores"] for p in parts])
         lengths = torch.cat([p["mask"].sum(1) for p in parts]).float()
+        low, high = _bootstrap_ci(scores)
         result: dict[str, Any] = {
             "returns": scores.tolist(),
             "score": float(scores.mean()),
+            # 95% CI of the mean score over prompts (each with its one sampled or greedy response).
+            "score_ci_low": low,
+            "score_ci_high": high,
             "exact": float((scores == 1).float().mean()),
             "kl": float(torch.cat([p["kl_exact"].sum(1) for p in parts]).mean()),
             "kl_sampled": float(torch.cat([p["kl_sampled"].sum(1) for p in parts]).mean()),
@@ -339,6 +343,17 @@ class TextEnv(Environment):
         self.generator.set_state(state["generator"])
         self.kl_beta = float(state["kl_beta"])
         self.num_collects = int(state["num_collects"])
+
+
+def _bootstrap_ci(scores: torch.Tensor, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean (fixed seed: the same scores give the same interval)."""
+    if len(scores) < 2:
+        return float("nan"), float("nan")
+    generator = torch.Generator().manual_seed(seed)
+    x = scores.detach().double().cpu()
+    idx = torch.randint(len(x), (resamples, len(x)), generator=generator)
+    means = x[idx].mean(1)
+    return float(means.quantile(0.025)), float(means.quantile(0.975))
 
 
 def _reference_logits(

@@ -82,6 +82,15 @@ class Comparisons:
     scores: torch.Tensor  # [P * M] the labeler's scores
     winner: torch.Tensor  # [K] row indices into responses
     loser: torch.Tensor
+    components: dict[str, torch.Tensor] | None = None  # [P * M] per scorer part (Task.components)
+
+    def differing_in_only(self, name: str) -> torch.Tensor:
+        """Indices of the pairs whose responses differ in scorer part ``name`` and in no other part."""
+        assert self.components is not None
+        diff = {k: (v[self.winner] - v[self.loser]).abs() > 1e-9 for k, v in self.components.items()}
+        others = [d for k, d in diff.items() if k != name]
+        only = diff[name] & ~torch.stack(others).any(0) if others else diff[name]
+        return only.nonzero().squeeze(1)
 
     def pair_inputs(self, rows: torch.Tensor, per_prompt: int) -> tuple[torch.Tensor, ...]:
         p = rows // per_prompt
@@ -109,8 +118,13 @@ def sample_comparisons(
         ]
     )
     resp_mask = response_mask(responses, tok.eos_id)
-    scorer = get_task(task).score
-    scores = torch.tensor([scorer(records[int(p)], tok.decode(r)) for p, r in zip(rows, responses)])
+    spec = get_task(task)
+    texts = [tok.decode(r) for r in responses]
+    scores = torch.tensor([spec.score(records[int(p)], t) for p, t in zip(rows, texts)])
+    components = None
+    if spec.components is not None:
+        parts = [spec.components(records[int(p)], t) for p, t in zip(rows, texts)]
+        components = {k: torch.tensor([c[k] for c in parts]) for k in parts[0]}
     winner, loser = [], []
     for i in range(len(records)):  # the synthetic labeler compares every pair of one prompt's responses
         for a, b in itertools.combinations(range(i * per_prompt, (i + 1) * per_prompt), 2):
@@ -125,6 +139,7 @@ def sample_comparisons(
         scores,
         torch.tensor(winner, dtype=torch.long),
         torch.tensor(loser, dtype=torch.long),
+        components,
     )
 
 
@@ -135,18 +150,22 @@ def pairwise_accuracy(
     per_prompt: int,
     max_pairs: int | None = None,
     batch_size: int = 256,
+    pairs: torch.Tensor | None = None,
 ) -> float:
-    """Mean :func:`rlarena.preferences.preference_accuracy` over the labeled pairs (the first ``max_pairs``):
-    the fraction the reward model orders like the labeler, a tie counting one half."""
+    """Mean :func:`rlarena.preferences.preference_accuracy` over the labeled pairs (the first ``max_pairs``,
+    or the indices ``pairs``): the fraction the reward model orders like the labeler, a tie counting one
+    half (NaN for no pairs)."""
     rm.eval()
     correct = 0.0
     winner, loser = data.winner[:max_pairs], data.loser[:max_pairs]
+    if pairs is not None:
+        winner, loser = data.winner[pairs], data.loser[pairs]
     for w, l in zip(winner.split(batch_size), loser.split(batch_size)):
         sw = rm.raw_score(*data.pair_inputs(w, per_prompt))
         sl = rm.raw_score(*data.pair_inputs(l, per_prompt))
         correct += float(preference_accuracy(sw, sl, torch.ones_like(sw)).sum())  # the winner is `a`
     rm.train()
-    return correct / max(len(winner), 1)
+    return correct / len(winner) if len(winner) else math.nan
 
 
 # ---- training -----------------------------------------------------------------------------------------
@@ -238,6 +257,12 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
         "train_pairs": float(len(train.winner)),
         "seconds": time.perf_counter() - start,
     }
+    # Blind spots: accuracy on the held-out pairs that differ in one scorer part only (format: count, word,
+    # case; dialogue: fact, form, brevity). A part near 0.5 is one RL can exploit unseen.
+    for part in heldout.components or {}:
+        only = heldout.differing_in_only(part)
+        metrics[f"heldout_accuracy_{part}"] = pairwise_accuracy(rm, heldout, m, pairs=only)
+        metrics[f"heldout_pairs_{part}"] = float(len(only))
     # The SFT checkpoint's format, with the reward model's weights (the LM's and the head's).
     save_lm(cfg.out, rm.lm, tok, cfg.task, {"rm_config": asdict(cfg), "metrics": metrics}, rm.state_dict())
     log(
@@ -245,6 +270,15 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
         f"(chance 0.5, {int(metrics['heldout_pairs'])} pairs), train {metrics['train_accuracy']:.3f} "
         f"({metrics['seconds']:.0f} s); wrote {cfg.out}"
     )
+    parts = [p for p in heldout.components or {}]
+    if parts:
+        log(
+            "  held-out pairs that differ in one part only: "
+            + ", ".join(
+                f"{p} {metrics[f'heldout_accuracy_{p}']:.3f} ({int(metrics[f'heldout_pairs_{p}'])} pairs)"
+                for p in parts
+            )
+        )
     return metrics
 
 

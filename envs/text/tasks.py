@@ -103,15 +103,22 @@ def make_format(rng: random.Random) -> Record:
     return {"prompt": prompt, "response": demo, "meta": {"word": word, "n": n, "case": case, "sep": sep}}
 
 
-def score_format(record: Record, response: str) -> float:
-    """Mean of three checks: the item count (split on the asked separator), the word, and the letter case."""
+def format_components(record: Record, response: str) -> dict[str, float]:
+    """Three checks: the item count (split on the asked separator), the word, and the letter case."""
     m = record["meta"]
     items = response.strip().split(m["sep"])
-    count_ok = float(len(items) == m["n"])
-    word_ok = sum(item.lower() == m["word"] for item in items) / max(len(items), m["n"])
     case_fn = _CASES[m["case"]]
-    case_ok = sum(bool(item) and item == case_fn(item) for item in items) / max(len(items), m["n"])
-    return (count_ok + word_ok + case_ok) / 3
+    return {
+        "count": float(len(items) == m["n"]),
+        "word": sum(item.lower() == m["word"] for item in items) / max(len(items), m["n"]),
+        "case": sum(bool(item) and item == case_fn(item) for item in items) / max(len(items), m["n"]),
+    }
+
+
+def score_format(record: Record, response: str) -> float:
+    """Mean of the three checks of :func:`format_components`."""
+    c = format_components(record, response)
+    return (c["count"] + c["word"] + c["case"]) / 3
 
 
 # ---- multi-turn dialogue: remember what the user said ------------------------------------------------
@@ -170,16 +177,22 @@ def make_dialogue(rng: random.Random) -> Record:
     return {"prompt": prompt, "response": demo, "meta": meta}
 
 
-def score_dialogue(record: Record, response: str) -> float:
-    """Half for recalling the asked value, a quarter for the "Your <attr> is" form, a quarter for brevity
-    without mentioning the other fact."""
+def dialogue_components(record: Record, response: str) -> dict[str, float]:
+    """Recalling the asked value (fact), the "Your <attr> is" form, brevity without the other fact."""
     m = record["meta"]
     text = response.strip()
     words = re.findall(r"[A-Za-z]+", text)
-    recall = float(m["value"] in words)
-    form = float(text.startswith(f"Your {m['asked']} is "))
-    clean = float(all(o not in words for o in m["others"]) and len(text) <= len(m["target"]) + 4)
-    return 0.5 * recall + 0.25 * form + 0.25 * clean
+    return {
+        "fact": float(m["value"] in words),
+        "form": float(text.startswith(f"Your {m['asked']} is ")),
+        "brevity": float(all(o not in words for o in m["others"]) and len(text) <= len(m["target"]) + 4),
+    }
+
+
+def score_dialogue(record: Record, response: str) -> float:
+    """Half for the fact, a quarter each for the form and brevity (:func:`dialogue_components`)."""
+    c = dialogue_components(record, response)
+    return 0.5 * c["fact"] + 0.25 * c["form"] + 0.25 * c["brevity"]
 
 
 # ---- the suite ----------------------------------------------------------------------------------------
@@ -191,16 +204,27 @@ class Task:
     make: Callable[[random.Random], Record]
     score: Callable[[Record, str], float]
     description: str
+    # The scorer's parts, where it has several (a reward model's accuracy is reported per part: which of
+    # them it learned). None: the score is one check.
+    components: Callable[[Record, str], dict[str, float]] | None = None
 
 
 TASKS: dict[str, Task] = {
     "arithmetic": Task("arithmetic", make_arithmetic, score_arithmetic, "two-number addition/subtraction QA"),
     "strings": Task("strings", make_strings, score_strings, "reverse or sort the letters of a word"),
     "format": Task(
-        "format", make_format, score_format, "repeat a word n times in a given case and separator"
+        "format",
+        make_format,
+        score_format,
+        "repeat a word n times in a given case and separator",
+        format_components,
     ),
     "dialogue": Task(
-        "dialogue", make_dialogue, score_dialogue, "multi-turn chat: recall a fact the user gave"
+        "dialogue",
+        make_dialogue,
+        score_dialogue,
+        "multi-turn chat: recall a fact the user gave",
+        dialogue_components,
     ),
 }
 
