@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("rlarena.bench.cli", "bench_main"),
     "sft": ("rlarena.bench.text_pipeline", "sft_main"),
     "reward-model": ("rlarena.bench.text_pipeline", "reward_model_main"),
+    "best-of-n": ("rlarena.bench.text_pipeline", "best_of_n_main"),
     "label": ("rlarena.bench.label_server", "main"),
     "reward-from-labels": ("rlarena.bench.reward_model_cli", "main"),
 }

@@ -55,6 +55,7 @@ class EnvRow:
     train_last100: float | None  # mean over seeds of each run's last-100-episode training return
     auc: float
     steps_per_sec: float | None
+    ood_score: float | None = None  # text: mean over the seeds that report it (generalization split)
 
     @property
     def n_runs(self) -> int:
@@ -270,6 +271,7 @@ def build_leaderboard(
                     train_last100=_optional_mean(r.train_return_last100 for r in group),
                     auc=float(np.mean([r.auc for r in group])),
                     steps_per_sec=_optional_mean(r.steps_per_sec for r in group),
+                    ood_score=_optional_mean(r.ood_score for r in group),
                 )
             )
             curves[env][algo] = _mean_curve(group, **boot)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rlarena.io import atomic_write_text
 
-from . import stats
+from . import overoptimization, stats
 from .leaderboard import build_leaderboard
 from .results import collect_runs
 from .tables import to_csv, to_markdown
@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENV=RANDOM,REF|FILE",
         help="override random/reference scores for normalization (repeatable)",
     )
+    parser.add_argument(
+        "--best-of-n",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a `rlarena best-of-n` JSON: the reference curve of the over-optimization view of its env "
+        "text/<task> (repeatable, one per env)",
+    )
     parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples")
     parser.add_argument("--confidence", type=float, default=stats.DEFAULT_CONFIDENCE, help="CI level")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (results are deterministic)")
@@ -91,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         reference = parse_reference(args.reference)
+        best_of_n = overoptimization.load_best_of_n_files(args.best_of_n)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -105,12 +114,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     lb = build_leaderboard(
         collection, reps=args.reps, confidence=args.confidence, seed=args.seed, reference=reference
     )
-    markdown = to_markdown(lb, collection)
+    # Reward-model over-optimization, only when some run has text eval records (KL and score).
+    overopt = overoptimization.build_overoptimization(collection, best_of_n)
+    markdown = to_markdown(lb, collection, [overoptimization.to_markdown(overopt)] if overopt else [])
     files = {"leaderboard.md": markdown, **to_csv(lb, collection)}
+    if overopt:
+        files[overoptimization.CSV_NAME] = overoptimization.to_csv(overopt)
     if not args.no_html:
         from .report import render_html  # matplotlib is only needed for the report
 
-        files["report.html"] = render_html(lb, collection, title=args.title)
+        sections = (
+            [(overoptimization.ANCHOR, "over-optimization", overoptimization.to_html(overopt))]
+            if overopt
+            else []
+        )
+        files["report.html"] = render_html(lb, collection, title=args.title, extra_sections=sections)
     out = Path(args.out)
     write_outputs(out, files)
 

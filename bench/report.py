@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,11 +22,11 @@ from .leaderboard import Leaderboard
 from .results import Collection, Run
 from .tables import (
     AGGREGATE_HEADER,
-    ENV_HEADER,
     LABELS_HEADER,
     LABELS_TITLE,
     TRUE_REWARD,
     aggregate_table_rows,
+    env_header,
     env_table_rows,
     env_title,
     improvement_matrix,
@@ -254,8 +255,14 @@ def _clips(lb: Leaderboard, collection: Collection, env: str) -> str:
     return f'<div class="clips">{"".join(cells)}</div>' if cells else ""
 
 
-def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena leaderboard") -> str:
-    """The whole report as one HTML document."""
+def render_html(
+    lb: Leaderboard,
+    collection: Collection,
+    title: str = "rlarena leaderboard",
+    extra_sections: Sequence[tuple[str, str, str]] = (),
+) -> str:
+    """The whole report as one HTML document. ``extra_sections``: (anchor, link text, HTML of a
+    ``<section id="anchor">``) each, e.g. the over-optimization view; placed after the labels view."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         f"<h1>{_e(title)}</h1>",
@@ -266,6 +273,7 @@ def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena l
     # Anchors are numbered: names are data and stay out of attributes.
     nav += [f'<a href="#env-{i}">{_e(env)}</a>' for i, env in enumerate(lb.envs)]
     nav += ['<a href="#labels">preference labels</a>'] if lb.labels else []
+    nav += [f'<a href="#{_e(anchor)}">{_e(text)}</a>' for anchor, text, _ in extra_sections]
     nav += ['<a href="#skipped">skipped</a>'] if collection.skipped else []
     nav += ['<a href="#method">how to read this</a>']
     parts.append("<nav>" + " · ".join(nav) + "</nav>")
@@ -296,7 +304,7 @@ def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena l
     for i, env in enumerate(lb.envs):
         parts += [
             f'<section id="env-{i}"><h2>{_e(env_title(lb, env))}</h2>',
-            _table(ENV_HEADER, env_table_rows(lb, env, escape=_identity)),
+            _table(env_header(lb, env), env_table_rows(lb, env, escape=_identity)),
             _img(learning_curves_png(lb, env), f"learning curves on {env}"),
             _clips(lb, collection, env),
             "</section>",
@@ -312,6 +320,7 @@ def render_html(lb: Leaderboard, collection: Collection, title: str = "rlarena l
             ]
         parts.append("</section>")
 
+    parts += [section for _, _, section in extra_sections]
     if collection.skipped:
         rows = [[s.path, s.reason] for s in collection.skipped]
         parts += [f'<section id="skipped"><h2>Skipped ({len(rows)})</h2>', _table(["Path", "Reason"], rows)]

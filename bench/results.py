@@ -284,10 +284,21 @@ VARYING_KEYS = {"seed", *NON_SEMANTIC_KEYS}
 PREFERENCE_ALGO = "preference"
 
 
-def variant_name(algo: str, inner: str | None = None, total_labels: int | None = None) -> str:
+# The suffix of a run trained on a learned reward model (``env.reward: rm``, text envs) rather than the
+# environment's own reward: "ppo" and "ppo [RM reward]" are different experiments, never pooled.
+RM_REWARD_SUFFIX = " [RM reward]"
+
+
+def variant_name(
+    algo: str, inner: str | None = None, total_labels: int | None = None, reward: str | None = None
+) -> str:
     """The name the leaderboard ranks a run under: its algorithm, and for a preference run with a known
-    label budget ``preference-<inner> (<n> labels)``, so each budget of a sweep is a row of its own."""
-    if algo != PREFERENCE_ALGO or total_labels is None:
+    label budget ``preference-<inner> (<n> labels)``, so each budget of a sweep is a row of its own. A run
+    with ``env.reward: rm`` gets ``RM_REWARD_SUFFIX``; a preference run learns its own reward model
+    whatever ``env.reward`` says, so it never does."""
+    if algo != PREFERENCE_ALGO:
+        return algo + RM_REWARD_SUFFIX if reward == "rm" else algo
+    if total_labels is None:
         return algo
     return f"{algo}-{inner} ({total_labels} labels)" if inner else f"{algo} ({total_labels} labels)"
 
@@ -334,11 +345,14 @@ class Run:
     config: dict[str, str] | None = None  # flattened config.yaml without the keys seeds may vary in
     inner: str | None = None  # preference runs: algo.inner and algo.total_labels from config.yaml
     total_labels: int | None = None
+    # Text runs: the final evaluation's score on the generalization split (summary eval_ood_score).
+    ood_score: float | None = None
+    reward: str | None = None  # env.reward from config.yaml (text envs: "oracle" or "rm")
 
     @property
     def variant(self) -> str:
         """What the leaderboard groups seeds by (see ``variant_name``)."""
-        return variant_name(self.algo, self.inner, self.total_labels)
+        return variant_name(self.algo, self.inner, self.total_labels, self.reward)
 
     @property
     def best_eval_return(self) -> float:
@@ -549,6 +563,7 @@ def load_run(path: str | os.PathLike) -> Run:
         config_hash=_field(summary, "config_hash", "str", required=False),
         random_score=_field(summary, "random_score", "number", required=False),
         reference_score=_field(summary, "reference_score", "number", required=False),
+        ood_score=_field(summary, "eval_ood_score", "number", required=False),
     )
     config = _read_config(path)
     env_config = config.get("env") if config else None
@@ -557,6 +572,7 @@ def load_run(path: str | os.PathLike) -> Run:
             run_fields[key] = _finite(env_config.get(key))
     steps, means, last_train = _read_eval_curve(path)
     inner, total_labels = _preference_fields(run_fields["algo"], config)
+    reward = env_config.get("reward") if isinstance(env_config, dict) else None
     return Run(
         path=path,
         eval_steps=steps,
@@ -566,6 +582,7 @@ def load_run(path: str | os.PathLike) -> Run:
         config=_comparable_config(config),
         inner=inner,
         total_labels=total_labels,
+        reward=reward if isinstance(reward, str) else None,
         **run_fields,
     )
 

@@ -83,7 +83,21 @@ ENV_HEADER = [
 ]
 
 
+OOD_HEADER = "OOD score"  # text: the score on the generalization split (docs/text.md)
+
+
+def has_ood(lb: Leaderboard, env: str) -> bool:
+    """Whether a run on ``env`` reported a generalization-split score (only then is the column shown)."""
+    return any(row.ood_score is not None for row in lb.rows[env])
+
+
+def env_header(lb: Leaderboard, env: str) -> list[str]:
+    return ENV_HEADER + ([OOD_HEADER] if has_ood(lb, env) else [])
+
+
 def env_table_rows(lb: Leaderboard, env: str, escape=md_escape) -> list[list[str]]:
+    """The rows under :func:`env_header`."""
+    ood = has_ood(lb, env)
     return [
         [
             str(rank),
@@ -97,6 +111,7 @@ def env_table_rows(lb: Leaderboard, env: str, escape=md_escape) -> list[list[str
             fmt(row.train_last100),
             fmt(row.steps_per_sec),
             ", ".join(map(str, row.total_steps)) or "n/a",
+            *([fmt(row.ood_score)] if ood else []),
         ]
         for rank, row in zip(ranks([r.iqm.value for r in lb.rows[env]]), lb.rows[env])
     ]
@@ -173,7 +188,7 @@ def improvement_matrix(lb: Leaderboard, escape=md_escape) -> tuple[list[str], li
 
 def methodology(lb: Leaderboard) -> list[str]:
     pct = f"{lb.confidence:.0%}"
-    return [
+    notes = [
         "A run's score is the mean return of its final evaluation; seeds are the runs of one algorithm on "
         "one environment.",
         f"IQM is the interquartile mean (25% trimmed mean; with fewer than 4 seeds it equals the mean). "
@@ -194,6 +209,13 @@ def methodology(lb: Leaderboard) -> list[str]:
         if lb.labels
         else []
     )
+    if any(has_ood(lb, env) for env in lb.envs):
+        notes.append(
+            f"{OOD_HEADER} (text): the mean over seeds of the final evaluation's task score on the "
+            "generalization split, prompts whose words or values no training prompt has (docs/text.md); "
+            "the return columns are the held-out test prompts."
+        )
+    return notes
 
 
 def reused_note(collection: Collection) -> str:
@@ -201,7 +223,9 @@ def reused_note(collection: Collection) -> str:
     return f" {n} sweep job(s) reused an identical finished run instead of training." if n else ""
 
 
-def to_markdown(lb: Leaderboard, collection: Collection) -> str:
+def to_markdown(lb: Leaderboard, collection: Collection, extra_sections: Sequence[str] = ()) -> str:
+    """The Markdown page; ``extra_sections`` (whole Markdown sections, e.g. the over-optimization view of
+    ``overoptimization.py``) go after the per-environment and labels tables."""
     out = [
         "# rlarena leaderboard",
         "",
@@ -223,7 +247,12 @@ def to_markdown(lb: Leaderboard, collection: Collection) -> str:
         header, rows = improvement_matrix(lb)
         out += ["### Probability of improvement", "", _md_table(header, rows), ""]
     for env in lb.envs:
-        out += [f"## {md_escape(env_title(lb, env))}", "", _md_table(ENV_HEADER, env_table_rows(lb, env)), ""]
+        out += [
+            f"## {md_escape(env_title(lb, env))}",
+            "",
+            _md_table(env_header(lb, env), env_table_rows(lb, env)),
+            "",
+        ]
     if lb.labels:
         out += [f"## {LABELS_TITLE}", "", md_escape(labels_intro(lb)), ""]
         for env in lb.labels:
@@ -233,6 +262,8 @@ def to_markdown(lb: Leaderboard, collection: Collection) -> str:
                 _md_table(LABELS_HEADER, labels_table_rows(lb, env)),
                 "",
             ]
+    for section in extra_sections:
+        out += [section.rstrip("\n"), ""]
     if collection.skipped:
         rows = [[md_escape(s.path), md_escape(s.reason)] for s in collection.skipped]
         out += [f"## Skipped ({len(collection.skipped)})", "", _md_table(["Path", "Reason"], rows), ""]
@@ -268,7 +299,7 @@ def _ci_cells(e: stats.Estimate | None) -> list[float | None]:
     return [None, None, None] if e is None else [e.value, e.low, e.high]
 
 
-def _run_row(run: Run, normalization: dict[str, tuple[float, float]]) -> list[Any]:
+def _run_row(run: Run, normalization: dict[str, tuple[float, float]], ood: bool = False) -> list[Any]:
     normalized = (
         stats.normalize(run.final_return, *normalization[run.env]) if run.env in normalization else None
     )
@@ -289,6 +320,7 @@ def _run_row(run: Run, normalization: dict[str, tuple[float, float]]) -> list[An
         run.config_hash,
         run.inner,
         run.total_labels,
+        *([run.ood_score] if ood else []),
     ]
 
 
@@ -382,6 +414,9 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
         "inner",
         "total_labels",
     ]
+    # Text runs' generalization-split score; the column only when a run has one (no empty MuJoCo column).
+    ood = any(r.ood_score is not None for r in collection.runs)
+    runs_header += ["ood_score"] if ood else []
     files = {
         "leaderboard.csv": _csv(env_header, env_rows),
         "aggregate.csv": _csv(["algo", "n_tasks", "n_runs", *metric_cols], aggregate_rows),
@@ -389,7 +424,7 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
             ["algo_x", "algo_y", "n_tasks", "p_x_better", "low", "high"],
             [[x, y, n, *_ci_cells(e)] for (x, y), (e, n) in lb.improvement.items()],
         ),
-        "runs.csv": _csv(runs_header, [_run_row(r, lb.normalization) for r in collection.runs]),
+        "runs.csv": _csv(runs_header, [_run_row(r, lb.normalization, ood) for r in collection.runs]),
         "skipped.csv": _csv(["path", "reason"], [[s.path, s.reason] for s in collection.skipped]),
     }
     if lb.labels:  # only with preference runs, like the Markdown section

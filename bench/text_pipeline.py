@@ -6,6 +6,7 @@ Arguments are ``key=value`` pairs naming fields of :class:`rlarena.envs.text.sft
     rlarena sft task=arithmetic                    # -> artifacts/text/arithmetic/sft.pt
     rlarena reward-model task=arithmetic           # -> artifacts/text/arithmetic/rm.pt
     rlarena train algo=ppo env=text/arithmetic env.reward=rm
+    rlarena best-of-n task=arithmetic              # the over-optimization reference curve
 
 (A reward model from a labels file, for ``algo=preference``, is ``rlarena reward-from-labels``.)
 """
@@ -70,3 +71,16 @@ def reward_model_main(argv: list[str]) -> int:
     return _run(
         "reward-model", RMConfig, doc, argv, train_reward_model, (FileNotFoundError, NoComparisonsError)
     )
+
+
+def best_of_n_main(argv: list[str]) -> int:
+    """The reference curve of reward-model over-optimization: best-of-n against the reward model."""
+    from rlarena.envs.text.best_of_n import BestOfNConfig, best_of_n
+
+    doc = (
+        "Best-of-n sampling against the reward model on the held-out prompts: for each n, the task score\n"
+        "(with its 95% interval), the reward model's score and the KL log n - (n-1)/n of the picked\n"
+        "responses"
+        " (sft=null / rm=null / out=null: artifacts/text/<task>/sft.pt / rm.pt / best_of_n.json)."
+    )
+    return _run("best-of-n", BestOfNConfig, doc, argv, best_of_n, (FileNotFoundError,))

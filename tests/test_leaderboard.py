@@ -419,6 +419,37 @@ def test_no_labels_view_without_preference_runs(sweep, report):
     assert 'id="labels"' not in (out / "report.html").read_text(encoding="utf-8")
 
 
+def test_text_runs_show_their_generalization_split_score(tmp_path, report):
+    for seed, (final, ood) in enumerate([(0.8, 0.5), (0.9, 0.6)]):
+        run = write_run(tmp_path / f"text_{seed}", "ppo", "text/format", seed, final, scores=(0.0, 1.0))
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "eval_ood_score": ood}))
+    write_run(tmp_path / "hopper_0", "ppo", "hopper", 0, 500.0)  # no generalization split: no column
+    out = tmp_path / "out"
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        assert main([str(tmp_path), "--out", str(out), "--reps", REPS, "--no-progress"]) == 0
+    markdown = (out / "leaderboard.md").read_text()
+
+    def table(env: str) -> list[list[str]]:
+        section = markdown.split(f"## {env} (", 1)[1].split("\n## ", 1)[0]
+        lines = [line for line in section.splitlines() if line.startswith("| ")]
+        return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+    text = table("text/format")
+    assert text[0][-1] == "OOD score" and text[1][-1] == "0.550"  # the mean over the two seeds
+    assert "OOD score" not in table("hopper")[0]
+    runs = {
+        r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(io.StringIO((out / "runs.csv").read_text()))
+    }
+    assert [runs[name]["ood_score"] for name in ("text_0", "text_1", "hopper_0")] == ["0.5", "0.6", ""]
+    assert "<th>OOD score</th>" in (out / "report.html").read_text(encoding="utf-8")
+    # Without text runs the tables are as they were: no OOD column anywhere.
+    _, stdout, plain = report
+    assert "OOD score" not in stdout and "ood_score" not in (plain / "runs.csv").read_text().splitlines()[0]
+
+
 def test_parse_reference(tmp_path):
     spec = tmp_path / "ref.yaml"
     spec.write_text(

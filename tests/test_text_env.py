@@ -147,6 +147,39 @@ def test_evaluate_reports_scores_and_kl(tiny_checkpoint, tmp_path):
     assert env.evaluate(policy, 3, deterministic=True)["score_ci_low"] == result["score_ci_low"]  # seeded
 
 
+OOD_KEYS = {"ood_score", "ood_exact", "ood_score_ci_low", "ood_score_ci_high"}
+
+
+def test_evaluate_scores_the_generalization_split(tiny_checkpoint, tmp_path):
+    env, policy = bigram_env(tiny_checkpoint, max_new_tokens=T)
+    assert len(env.ood_records) == 200  # the shipped strings_ood.jsonl
+    env.ood_records = [RECORDS["z"], RECORDS["x"], RECORDS["y"]]  # known scores: 0.5, 1, 0
+    result = env.evaluate(policy, 3, deterministic=True)
+    assert set(result) >= OOD_KEYS and result["returns"] == [1.0, 0.0, 0.5]  # held-out scores as before
+    assert result["ood_score"] == pytest.approx(0.5) and result["ood_exact"] == pytest.approx(1 / 3)
+    assert 0.0 <= result["ood_score_ci_low"] < 0.5 < result["ood_score_ci_high"] <= 1.0
+    off, _ = bigram_env(tiny_checkpoint, max_new_tokens=T, ood_eval=False)
+    assert off.ood_records == [] and not OOD_KEYS & set(off.evaluate(policy, 3, deterministic=True))
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_generalization_split_leaves_the_held_out_figures_unchanged(tiny_checkpoint, deterministic):
+    """A real (tiny, random) LM on the shipped strings splits: the held-out figures are bit-identical with
+    ood_eval on and off; sampled, the ood part must not draw from the held-out part's generator."""
+    results = {}
+    for ood_eval in (True, False):
+        cfg = TextEnvConfig(
+            task="strings", sft_checkpoint=tiny_checkpoint, max_new_tokens=6, ood_eval=ood_eval
+        )
+        env = TextEnv(cfg, EnvSettings(2, seed=0))
+        results[ood_eval] = env.evaluate(env.make_policy({}), 6, deterministic=deterministic)
+    on, off = results[True], results[False]
+    assert set(on) - set(off) == OOD_KEYS and not OOD_KEYS & set(off)
+    assert {k: on[k] for k in off} == off  # every key and value of the held-out evaluation, samples too
+    assert 0.0 <= on["ood_score_ci_low"] <= on["ood_score"] <= on["ood_score_ci_high"] <= 1.0
+    assert 0.0 <= on["ood_exact"] <= on["ood_score"]
+
+
 def test_gae_over_padded_responses_equals_per_sequence_gae(tiny_checkpoint):
     env, policy = bigram_env(tiny_checkpoint)
     batch = env.collect(policy, T)

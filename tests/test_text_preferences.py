@@ -146,3 +146,19 @@ def test_the_kl_default_follows_the_learned_reward_scale_unless_chosen():
     )
     _support(chosen)
     assert chosen.kl_beta == 0.05
+
+
+def test_best_of_n_picks_by_the_reward_model_and_states_its_kl():
+    import math
+
+    from rlarena.envs.text.best_of_n import best_of_n_kl, curve
+
+    gold = torch.tensor([[0.2, 1.0, 0.5, 0.0], [0.4, 0.0, 0.9, 1.0]])
+    rm = torch.tensor([[0.0, 2.0, 1.0, 3.0], [1.0, 0.5, 0.0, -1.0]])  # prompt 1: the RM is wrong at n=4
+    rows = {r["n"]: r for r in curve(gold, rm, [1, 2, 4])}
+    assert rows[1]["score"] == pytest.approx(0.3) and rows[1]["kl"] == 0.0
+    assert rows[2]["score"] == pytest.approx((1.0 + 0.4) / 2)
+    assert rows[4]["score"] == pytest.approx((0.0 + 0.4) / 2)  # over-optimized: the RM's pick scores 0
+    assert rows[4]["rm_score"] == pytest.approx((3.0 + 1.0) / 2)
+    assert rows[4]["oracle_best_score"] == pytest.approx(1.0)
+    assert best_of_n_kl(4) == pytest.approx(math.log(4) - 0.75)

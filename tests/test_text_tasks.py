@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -15,8 +17,72 @@ def test_shipped_data_is_the_generators_output(tmp_path):
     assert generate_data.main(["--check"]) == 0, "run `python -m rlarena.envs.text.generate_data`"
     assert generate_data.main(["--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{t}_{s}.jsonl" for t in TASKS for s in ("train", "test")
+        f"{t}_{s}.jsonl" for t in TASKS for s in ("train", "test", "ood")
     )
+    # Byte for byte: the ood split's generator left the shipped train and test files as they were.
+    for path in tmp_path.iterdir():
+        assert path.read_bytes() == (generate_data.DATA_DIR / path.name).read_bytes(), path.name
+
+
+# The shipped train/test files (sha256) as they were before the generalization split existed: adding it
+# changed none. Only a deliberate change of the train/test data may update these.
+SHIPPED_SHA256 = {
+    "arithmetic_test": "086e1948e59043ee3a6d4075bd23e6092ba011e413081bf9a51ef556ed3a226e",
+    "arithmetic_train": "5778698af34aa5f9de5ca21d5f63d9730dcc3ab2c7611f75d19eea9ffdaa0c0d",
+    "dialogue_test": "87e9682e7ff07435c67d6e06c99fd87e093c206f7fdc192d6726b8d2b464cc49",
+    "dialogue_train": "d822d44af44911f2a0100af00af563f828ef216c87e3437463d5a8b002178b4e",
+    "format_test": "e4e4c8a210d1951412b087a8c3f02ad0b7245fe99e84a23f41ae7ff84b6a4708",
+    "format_train": "7278504669048f5150145a81d4cb520dcdc78e4b7a9ee75552d324d2869aa129",
+    "strings_test": "101349782327d49bc317cd0381ba2d9ce5d55d4f0cda2bfd512306de0bfed3ef",
+    "strings_train": "4f9ac71fe5584b6ae715d6a55b4d1a777cd877b59af6874a4a4e4ed9fbba41ab",
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_generalization_split_is_disjoint_from_train_and_test(task):
+    import hashlib
+
+    fresh = generate_data.generate(task)
+    for split in ("train", "test"):
+        shipped = generate_data.DATA_DIR / f"{task}_{split}.jsonl"
+        assert generate_data.render(fresh[split]).encode() == shipped.read_bytes(), split
+        assert hashlib.sha256(shipped.read_bytes()).hexdigest() == SHIPPED_SHA256[f"{task}_{split}"], split
+    train, test, ood = (load_split(task, s) for s in ("train", "test", "ood"))
+    assert ood == fresh["ood"] and len(ood) == generate_data.NUM_OOD
+    assert len({r["prompt"] for r in ood}) == len(ood)
+    # Every word and number of every train/test prompt, template words included.
+    seen = {w.lower() for r in train + test for w in re.findall(r"[A-Za-z]+|[0-9]+", r["prompt"])}
+    for record in ood:
+        items = get_task(task).ood_items(record)
+        assert items and all(item in record["prompt"] for item in items)
+        assert not {item.lower() for item in items} & seen, record["prompt"]
+    # What is new is the word, not the characters: each was seen in the train prompts and responses.
+    chars = {"prompt": set(), "response": set()}
+    for r in train:
+        chars["prompt"] |= set(r["prompt"])
+        chars["response"] |= set(r["response"])
+    for key, known in chars.items():
+        assert set("".join(r[key] for r in ood)) <= known, key
+    # Same template and scorer: the demonstrations (flawed ones included) score as they do in train.
+    assert sum(get_task(task).score(r, r["response"]) for r in ood) / len(ood) > 0.85
+    assert max(len(r["prompt"]) for r in ood) + 1 + 24 <= ModelConfig().max_len
+
+
+def test_generalization_split_values_by_hand():
+    arithmetic = load_split("arithmetic", "ood")
+    assert all(100 <= x <= 199 for r in arithmetic for x in r["meta"]["operands"])
+    assert all(get_task("arithmetic").score(r, str(r["meta"]["answer"])) == 1.0 for r in arithmetic)
+    assert max(r["meta"]["answer"] for r in arithmetic) > 199  # answers no train prompt asks for
+    for task in ("strings", "format"):  # train/test words alternate consonants and vowels; these open CC
+        for split in ("train", "test"):
+            words = [
+                r["prompt"].split()[-2] if task == "strings" else r["meta"]["word"]
+                for r in load_split(task, split)
+            ]
+            assert all((w[0] in "aeiou") != (w[1] in "aeiou") for w in words)
+        assert all(not set(r["meta"]["word"][:2]) & set("aeiou") for r in load_split(task, "ood"))
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_split("format", "validation")
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))

@@ -62,6 +62,10 @@ class TextEnvConfig:
     eval_seed: int = 12345  # sampled evaluations reuse this seed, so two evaluations are comparable
     log_samples: int = 4  # prompt/response samples in evaluation results and in the run directory
     critic_lr_scale: float = 30.0  # the value head learns this much faster than the LM (see TextPolicy)
+    # Evaluations also score the generalization split (tasks.py: words/values no training prompt has):
+    # ood_score, ood_exact, ood_score_ci_low/high beside the held-out score. False: skip it (it doubles the
+    # evaluation's generation time).
+    ood_eval: bool = True
 
     def __post_init__(self) -> None:
         get_task(self.task)
@@ -110,6 +114,7 @@ class TextEnv(Environment):
         self.task = get_task(cfg.task)
         self.train_records = load_split(cfg.task, "train")
         self.test_records = load_split(cfg.task, "test")
+        self.ood_records = load_split(cfg.task, "ood") if cfg.ood_eval else []
         self.responses_per_prompt = settings.responses_per_prompt
         if self.responses_per_prompt < 1 or self.num_envs % self.responses_per_prompt:
             raise ConfigError(
@@ -278,24 +283,15 @@ class TextEnv(Environment):
     # ---- evaluation -------------------------------------------------------------------------------------
 
     def evaluate(self, policy: Policy, episodes: int, deterministic: bool = True) -> dict[str, Any]:
-        """Score responses to the first ``episodes`` held-out prompts (the same prompts every time)."""
+        """Score responses to the first ``episodes`` held-out prompts (the same prompts every time), and, with
+        ``ood_eval``, to the first ``episodes`` prompts of the generalization split (``ood_*`` keys)."""
         if not isinstance(policy, TextPolicy):
             raise TypeError(
                 f"text environments need the policy from env.make_policy, got {type(policy).__name__}"
             )
         records = [self.test_records[i % len(self.test_records)] for i in range(episodes)]
         generator = torch.Generator().manual_seed(self.cfg.eval_seed)
-        parts = [
-            self._score_responses(
-                policy,
-                records[i : i + 128],
-                self.cfg.max_new_tokens,
-                generator,
-                deterministic,
-                self.cfg.temperature,
-            )
-            for i in range(0, len(records), 128)
-        ]
+        parts = self._score_in_chunks(policy, records, generator, deterministic)
         scores = torch.cat([p["scores"] for p in parts])
         lengths = torch.cat([p["mask"].sum(1) for p in parts]).float()
         low, high = _bootstrap_ci(scores)
@@ -313,8 +309,41 @@ class TextEnv(Environment):
         }
         if self.reward_model is not None:
             result["rm_score"] = float(torch.cat([p["rm_scores"] for p in parts]).mean())
+        if self.cfg.ood_eval:
+            result.update(self._evaluate_ood(policy, episodes, deterministic))
         self._write_samples(result, deterministic)
         return result
+
+    def _score_in_chunks(
+        self, policy: TextPolicy, records: list[dict], generator: torch.Generator, deterministic: bool
+    ) -> list[dict[str, Any]]:
+        """:meth:`_score_responses` over ``records``, 128 prompts at a time (bounded memory)."""
+        return [
+            self._score_responses(
+                policy,
+                records[i : i + 128],
+                self.cfg.max_new_tokens,
+                generator,
+                deterministic,
+                self.cfg.temperature,
+            )
+            for i in range(0, len(records), 128)
+        ]
+
+    def _evaluate_ood(self, policy: TextPolicy, episodes: int, deterministic: bool) -> dict[str, float]:
+        """The generalization split, scored like the held-out prompts. It runs after them, with a generator
+        of its own (``eval_seed + 1``), so the held-out figures are the same with ``ood_eval`` on or off."""
+        records = [self.ood_records[i % len(self.ood_records)] for i in range(episodes)]
+        generator = torch.Generator().manual_seed(self.cfg.eval_seed + 1)
+        parts = self._score_in_chunks(policy, records, generator, deterministic)
+        scores = torch.cat([p["scores"] for p in parts])
+        low, high = _bootstrap_ci(scores)
+        return {
+            "ood_score": float(scores.mean()),
+            "ood_score_ci_low": low,
+            "ood_score_ci_high": high,
+            "ood_exact": float((scores == 1).float().mean()),
+        }
 
     def _write_samples(self, result: dict[str, Any], deterministic: bool) -> None:
         if self.run_dir is None:

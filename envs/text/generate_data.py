@@ -3,7 +3,10 @@
     python -m rlarena.envs.text.generate_data            # rewrite envs/text/data/*.jsonl
     python -m rlarena.envs.text.generate_data --check    # fail if the shipped files differ from a fresh run
 
-Train and test prompts never overlap (a test prompt seen in training would flatter every score).
+Train and test prompts never overlap (a test prompt seen in training would flatter every score). The
+generalization split (``<task>_ood.jsonl``) comes from the task's ``make_ood``, on a random stream of its
+own, so the train and test files are the same as before it existed; its words/values occur in no train or
+test prompt (checked here and in tests/test_text_tasks.py).
 """
 
 from __future__ import annotations
@@ -12,33 +15,51 @@ import argparse
 import json
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from .tasks import DATA_DIR, TASKS
+from .tasks import DATA_DIR, TASKS, Record, prompt_words
 
 SEED = 20220127  # InstructGPT's arXiv date
 NUM_TRAIN = 2000
 NUM_TEST = 200
+NUM_OOD = 200
 
 
-def generate(
-    task: str, seed: int = SEED, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST
-) -> dict[str, list]:
-    """``{"train": [...], "test": [...]}`` with distinct prompts (repeats of the pool are skipped)."""
-    rng = random.Random(f"{seed}-{task}")  # one stream per task: adding a task changes no other file
-    make = TASKS[task].make
+def _distinct(task: str, make: Callable[[random.Random], Record], rng: random.Random, n: int) -> list[Record]:
+    """``n`` records with distinct prompts (repeats of the pool are skipped)."""
     seen: set[str] = set()
-    records: list[dict] = []
+    records: list[Record] = []
     attempts = 0
-    while len(records) < num_train + num_test:
+    while len(records) < n:
         attempts += 1
-        if attempts > 100 * (num_train + num_test):
-            raise RuntimeError(f"task {task!r} cannot produce {num_train + num_test} distinct prompts")
+        if attempts > 100 * n:
+            raise RuntimeError(f"task {task!r} cannot produce {n} distinct prompts")
         record = make(rng)
         if record["prompt"] not in seen:
             seen.add(record["prompt"])
             records.append(record)
-    return {"test": records[:num_test], "train": records[num_test:]}
+    return records
+
+
+def generate(
+    task: str,
+    seed: int = SEED,
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
+    num_ood: int = NUM_OOD,
+) -> dict[str, list[Record]]:
+    """``{"test": [...], "train": [...], "ood": [...]}`` with distinct prompts."""
+    spec = TASKS[task]
+    # One stream per task: adding a task changes no other file.
+    records = _distinct(task, spec.make, random.Random(f"{seed}-{task}"), num_train + num_test)
+    # The generalization split draws from a stream of its own: train and test do not depend on it.
+    ood = _distinct(task, spec.make_ood, random.Random(f"{seed}-{task}-ood"), num_ood)
+    seen = set().union(*(prompt_words(r["prompt"]) for r in records))
+    leaked = sorted({item.lower() for r in ood for item in spec.ood_items(r)} & seen)
+    if leaked:  # a pool edited carelessly: the split would not be a generalization split
+        raise RuntimeError(f"task {task!r}: ood words/values also in train/test prompts: {leaked[:10]}")
+    return {"test": records[:num_test], "train": records[num_test:], "ood": ood}
 
 
 def render(records: list[dict]) -> str:
