@@ -268,11 +268,13 @@ class PreferenceRewardModel(ABC):
     """A reward model learned online from labeled pairs, trained by the shared Bradley-Terry loss."""
 
     rounds: int = 0  # training rounds done
+    warm_started: bool = False  # started from a saved reward model (RewardModelConfig.init)
     last_metrics: dict[str, float]
 
     @property
     def trained(self) -> bool:
-        return self.rounds > 0
+        """Whether it predicts anything yet (until then the rewards it gives are zeros)."""
+        return self.rounds > 0 or self.warm_started
 
     @property
     @abstractmethod

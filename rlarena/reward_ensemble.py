@@ -26,6 +26,7 @@ function is fixed between rounds, whatever the policy visits meanwhile).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlarena.errors import check, check_positive, check_unit
+from rlarena.errors import ConfigError, MissingFileError, check, check_positive, check_unit
 from rlarena.preferences import (
     LabeledPair,
     PreferenceRewardModel,
@@ -57,6 +58,10 @@ class RewardModelConfig:
     dropout: float = 0.0
     validation: str = "bootstrap"  # bootstrap: out-of-bag labels per member; holdout: a shared held-out share
     validation_fraction: float = 0.2  # for validation=holdout
+    # A saved reward model to start from (it then relabels from the first update): the MLP ensemble of
+    # `rlarena reward-from-labels` (reward_model.pt, same input size and ensemble size), or on text the
+    # model of `rlarena reward-model` (rm.pt). null: from scratch.
+    init: str | None = None
 
     def __post_init__(self) -> None:
         check(self.ensemble_size >= 1, f"reward_model.ensemble_size must be >= 1, got {self.ensemble_size}")
@@ -78,6 +83,8 @@ class RewardModelConfig:
             f"reward_model.validation must be bootstrap|holdout, got {self.validation!r}",
         )
         check_unit("reward_model.validation_fraction", self.validation_fraction)
+        if self.init is not None and not os.path.isfile(self.init):
+            raise MissingFileError(f"reward_model.init: no reward model at {self.init!r}")
         check(
             self.validation == "bootstrap" or self.validation_fraction < 1,
             "reward_model.validation_fraction must be < 1 with validation=holdout",
@@ -335,6 +342,18 @@ class RewardModelTrainer(PreferenceRewardModel):
         self.l2 = cfg.l2
         self.rounds = 0
         self.last_metrics: dict[str, float] = {}
+        if cfg.init is not None:
+            self._warm_start(cfg.init)
+
+    def _warm_start(self, path: str) -> None:
+        saved = load_reward_ensemble(path)
+        if saved.input_dim != self.model.input_dim or len(saved.members) != len(self.model.members):
+            raise ConfigError(
+                f"reward_model.init: {path!r} reads {saved.input_dim} features with {len(saved.members)} "
+                f"members; this run needs {self.model.input_dim} and {len(self.model.members)}"
+            )
+        self.model.load_state_dict(saved.state_dict())
+        self.warm_started = True
 
     @property
     def num_labels(self) -> int:

@@ -15,7 +15,7 @@ import rlarena.algorithms  # noqa: F401  (registers the algorithms)
 import rlarena.envs.text  # noqa: F401  (registers text/<task>)
 from rlarena.algorithms.preference import LabelerConfig, SyntheticLabeler
 from rlarena.bench.configs import build_algo_config, load_config
-from rlarena.errors import ConfigError
+from rlarena.errors import ConfigError, MissingFileError
 from rlarena.preferences import LabeledPair, PreferenceSettings, Segment
 from rlarena.registry import get_env
 from rlarena.reward_ensemble import RewardModelConfig
@@ -162,3 +162,41 @@ def test_best_of_n_picks_by_the_reward_model_and_states_its_kl():
     assert rows[4]["rm_score"] == pytest.approx((3.0 + 1.0) / 2)
     assert rows[4]["oracle_best_score"] == pytest.approx(1.0)
     assert best_of_n_kl(4) == pytest.approx(math.log(4) - 0.75)
+
+
+def test_a_reward_model_warm_start_scores_as_the_saved_model_from_the_first_update(tmp_path):
+    from rlarena.envs.text.model import ModelConfig, TransformerLM
+    from rlarena.envs.text.reward_model import TextRewardModel
+    from rlarena.envs.text.sft import save_lm
+    from rlarena.envs.text.tokenizer import CharTokenizer
+
+    tok = CharTokenizer()
+    torch.manual_seed(0)  # the shape of the env's tiny untrained LM, other weights
+    saved = TextRewardModel(TransformerLM(ModelConfig(tok.vocab_size, d_model=32, n_layer=1, n_head=2)))
+    with torch.no_grad():
+        saved.score_mean.fill_(0.3)
+        saved.score_std.fill_(2.0)
+    path = str(tmp_path / "rm.pt")
+    save_lm(path, saved.lm, tok, TASK, {}, saved.state_dict())
+    env = _env()
+    batch = env.collect(env.make_policy({}), 6)
+    model = _support(env, init=path, ensemble_size=3).make_reward_model(seed=0)
+    assert model.trained and model.rounds == 0  # relabels before any label of this run
+    c = _support(env)._columns(batch)
+    args = (c["prompt"], c["prompt_mask"], c["responses"], c["resp_mask"])
+    assert torch.allclose(model.score(*args), saved.eval().score(*args), atol=1e-5)
+    with pytest.raises(MissingFileError, match="no reward model at"):
+        RewardModelConfig(init=str(tmp_path / "missing.pt"))
+
+
+def test_the_vector_ensemble_warm_starts_from_reward_from_labels_output(tmp_path):
+    from rlarena.reward_ensemble import RewardModelTrainer, save_reward_ensemble
+
+    first = RewardModelTrainer(5, RewardModelConfig(), seed=0)
+    torch.nn.init.normal_(first.model.members[0].net[0].weight)
+    save_reward_ensemble(str(tmp_path / "rm.pt"), first)
+    warm = RewardModelTrainer(5, RewardModelConfig(init=str(tmp_path / "rm.pt")), seed=1)
+    x = torch.randn(4, 5)
+    assert warm.trained and torch.equal(warm.predict(x), first.predict(x))
+    with pytest.raises(ConfigError, match="reads 5 features"):
+        RewardModelTrainer(6, RewardModelConfig(init=str(tmp_path / "rm.pt")), seed=1)

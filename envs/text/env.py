@@ -157,7 +157,9 @@ class TextEnv(Environment):
             raise ConfigError("reward from preferences on text needs >= 2 responses per prompt")
         if not self.cfg.kl_beta_chosen:  # the learned reward model has unit std, as env.reward=rm's
             self.kl_beta = DEFAULT_KL_BETA["rm"]
-        return ResponsePairs(self.reference, self.tokenizer, self.responses_per_prompt, self.name, settings)
+        return ResponsePairs(
+            self.reference, self.tokenizer, self.responses_per_prompt, self.name, settings, self.cfg.task
+        )
 
     def make_policy(self, policy_cfg: Any) -> Policy:
         """The SFT model (a trainable copy of the frozen reference) with a value head.
@@ -249,6 +251,7 @@ class TextEnv(Environment):
                 (r["responses"] == self.tokenizer.eos_id).sum(1).eq(0).float().mean()
             ),
             "samples": self._samples(records, r),
+            "responses_per_prompt": k,  # columns per prompt: group-baseline algorithms check it
         }
         if self.reward_model is not None:
             info["stat/rm_score"] = float(r["rm_scores"].mean())

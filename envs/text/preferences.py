@@ -8,16 +8,17 @@ InstructGPT's steps 2-3 run online (``algo=preference``):
 * a person sees the prompt and both responses (``Segment.display``); the synthetic labeler prefers the higher
   task score (the segment's one true reward);
 * the reward model is the SFT transformer with ``ensemble_size`` scalar heads read at the last response
-  token, trained from scratch on the labels so far with the shared Bradley-Terry loss (label noise as set),
-  each head on its own Poisson bootstrap of the labels, the labels a head did not draw its validation set;
+  token (or, with ``reward_model.init``, the model of ``rlarena reward-model``, its head copied to every
+  head), trained on the labels so far with the shared Bradley-Terry loss (label noise as set), each head
+  on its own Poisson bootstrap of the prompts, the prompts a head did not draw its validation set;
   its score is the mean of the heads' standardized scores, standardized over the labeled responses;
 * relabeling replaces the response's task score at its last token with the model's score; the per-token KL
   penalty to the SFT model stays where the environment put it.
 
-Of ``RewardModelConfig`` the text model uses ``ensemble_size``, ``learning_rate``, ``batch_size``, ``epochs``,
-``max_steps_per_round`` and ``label_noise``; ``hidden_sizes``, ``l2``, ``adaptive_l2``, ``dropout`` and
-``validation`` shape the MLP ensemble only (here: AdamW with weight decay 0.01 and bootstrap validation, as
-``rlarena reward-model`` trains).
+Of ``RewardModelConfig`` the text model uses ``ensemble_size``, ``learning_rate``, ``batch_size``,
+``epochs``, ``max_steps_per_round``, ``label_noise`` and ``init``; ``hidden_sizes``, ``l2``, ``adaptive_l2``,
+``dropout`` and ``validation`` shape the MLP ensemble only (here: AdamW with weight decay 0.01 and bootstrap
+validation by prompt, as ``rlarena reward-model`` trains).
 
 It reads the side data of this family's collector (envs/text/env.py): ``batch.info["task_scores"]`` (the
 scorer's score per column: the labeler's and the logs' truth) and ``batch.info["final_rewards"]`` (what the
@@ -47,6 +48,7 @@ from rlarena.preferences import (
 from rlarena.reward_ensemble import RewardModelConfig
 from rlarena.rollout import RolloutBatch
 
+from .reward_model import load_text_reward_model
 from .tokenizer import CharTokenizer
 
 
@@ -112,8 +114,22 @@ class TextRewardLearner(PreferenceRewardModel):
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
         self.pairs: list[LabeledPair] = []
         self.weights: list[torch.Tensor] = []  # per pair, one Poisson(1) weight per head (0: held out)
+        # Drawn once per prompt: the pairs of one prompt share responses, so a head that held out some of
+        # them but trained on others would be validated on what it has seen.
+        self.prompt_weights: dict[bytes, torch.Tensor] = {}
         self.rounds = 0
         self.last_metrics: dict[str, float] = {}
+
+    def warm_start(self, saved: nn.Module) -> None:
+        """Start from a ``rlarena reward-model`` checkpoint (one head): its transformer, its head copied to
+        every head, its normalization (it relabels from the first update)."""
+        self.model.lm.load_state_dict(saved.lm.state_dict())
+        with torch.no_grad():
+            self.model.head.weight.copy_(saved.head.weight.expand_as(self.model.head.weight))
+            self.model.head.bias.copy_(saved.head.bias.expand_as(self.model.head.bias))
+            self.model.head_mean.fill_(float(saved.score_mean))
+            self.model.head_std.fill_(float(saved.score_std))
+        self.warm_started = True
 
     @property
     def num_labels(self) -> int:
@@ -123,8 +139,12 @@ class TextRewardLearner(PreferenceRewardModel):
         for p in pairs:
             if p.a.unit != "response" or p.b.unit != "response":
                 raise ValueError("the text reward model compares response segments")
+            key = p.a.obs.tobytes()
+            if key not in self.prompt_weights:
+                ones = torch.ones(self.cfg.ensemble_size)
+                self.prompt_weights[key] = torch.poisson(ones, generator=self.generator)
             self.pairs.append(p)
-            self.weights.append(torch.poisson(torch.ones(self.cfg.ensemble_size), generator=self.generator))
+            self.weights.append(self.prompt_weights[key])
 
     def _inputs(self, segments: list[Segment]) -> tuple[torch.Tensor, ...]:
         device = self.model.head.weight.device
@@ -215,6 +235,7 @@ class TextRewardLearner(PreferenceRewardModel):
         self.last_metrics = {k: float(v) for k, v in state.get("last_metrics", {}).items()}
         self.pairs = [_pair_from_state(p) for p in state["pairs"]]
         self.weights = [w.clone() for w in state["weights"]]
+        self.prompt_weights = {p.a.obs.tobytes(): w for p, w in zip(self.pairs, self.weights)}
 
 
 def _pair_state(pair: LabeledPair) -> dict[str, Any]:
@@ -252,7 +273,9 @@ class ResponsePairs(PreferenceSupport):
         responses_per_prompt: int,
         env_name: str,
         settings: PreferenceSettings,
+        task: str,
     ) -> None:
+        self.task = task
         self.reference = reference  # the frozen SFT model: the reward model starts as a copy of it
         self.tokenizer = tokenizer
         self.group = responses_per_prompt
@@ -297,7 +320,10 @@ class ResponsePairs(PreferenceSupport):
     def make_reward_model(self, seed: int) -> TextRewardLearner:
         # InstructGPT initializes the reward model from the SFT model: a trainable copy of the reference.
         lm = copy.deepcopy(self.reference).requires_grad_(True).train()
-        return TextRewardLearner(lm, self.tokenizer.pad_id, self.rm_config, seed)
+        learner = TextRewardLearner(lm, self.tokenizer.pad_id, self.rm_config, seed)
+        if self.rm_config.init is not None:  # InstructGPT's iterated collection: go on from a reward model
+            learner.warm_start(load_text_reward_model(self.rm_config.init, self.task))
+        return learner
 
     def relabel(self, batch: RolloutBatch, model: Any) -> Relabeled:
         c = self._columns(batch)
