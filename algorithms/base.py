@@ -207,6 +207,62 @@ def compute_advantages(batch: RolloutBatch, gamma: float, gae_lambda: float) -> 
     return batch
 
 
+# ---- group baselines (RLOO, GRPO) -------------------------------------------------------------------------
+
+
+def column_returns(batch: RolloutBatch) -> torch.Tensor:
+    """``[N]``: the undiscounted sum of each column's rewards over its real steps (one whole response or
+    episode per column in a ``sequence`` batch)."""
+    rewards = batch.rewards if batch.mask is None else batch.rewards * batch.mask
+    check_finite("rewards", rewards)
+    return rewards.sum(0)
+
+
+def leave_one_out_advantages(returns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """RLOO (Ahmadian et al. 2024): ``R_i`` minus the mean return of the other ``k - 1`` samples of its group;
+    groups are ``k`` consecutive entries of ``returns`` (``[N]``, ``N`` a multiple of ``k >= 2``)."""
+    k = group_size
+    groups = returns.reshape(-1, k)
+    others = (groups.sum(1, keepdim=True) - groups) / (k - 1)
+    return (groups - others).reshape(-1)
+
+
+def group_normalized_advantages(returns: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024, outcome supervision): ``(R_i - mean) / (std + eps)`` over the ``k`` consecutive
+    entries of ``returns`` that form a group; ``std`` is the sample (unbiased) one, as in TRL."""
+    groups = returns.reshape(-1, group_size)
+    mean, std = groups.mean(1, keepdim=True), groups.std(1, keepdim=True)
+    return ((groups - mean) / (std + eps)).reshape(-1)
+
+
+def with_column_advantages(
+    batch: RolloutBatch, advantages: torch.Tensor, returns: torch.Tensor
+) -> RolloutBatch:
+    """Store a per-column advantage (``[N]``) on every real step of its column (zero on padding) and the
+    column's return as ``returns``, so ``minibatches`` and ``valid`` work as after ``compute_advantages``."""
+    shape = batch.rewards.shape
+    adv, ret = advantages[None].expand(shape), returns[None].expand(shape)
+    if batch.mask is not None:
+        adv, ret = adv * batch.mask, ret * batch.mask
+    return batch.replace(advantages=adv.contiguous(), returns=ret.contiguous())
+
+
+def check_groups(batch: RolloutBatch, group_size: int, who: str) -> None:
+    """A group baseline needs whole responses/episodes (``sequence`` layout) in groups of ``group_size``
+    consecutive columns that share a prompt or start state; refuse anything else with a clear message."""
+    if batch.layout != "sequence":
+        raise ValueError(
+            f"{who} needs whole episodes in groups (a 'sequence' batch); this environment returned a "
+            "'flat' batch: it does not honor EnvSettings.grouped_episodes/responses_per_prompt"
+        )
+    given = batch.info.get("responses_per_prompt", group_size)
+    if given != group_size or batch.num_envs % group_size:
+        raise ValueError(
+            f"{who}: group_size={group_size}, but the batch has {batch.num_envs} columns in groups of "
+            f"{given} (the environment was built with other settings than {who}.env_settings asks for)"
+        )
+
+
 def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     if x.numel() < 2:
         return x - x.mean()

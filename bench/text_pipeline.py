@@ -83,4 +83,12 @@ def best_of_n_main(argv: list[str]) -> int:
         "responses"
         " (sft=null / rm=null / out=null: artifacts/text/<task>/sft.pt / rm.pt / best_of_n.json)."
     )
-    return _run("best-of-n", BestOfNConfig, doc, argv, best_of_n, (FileNotFoundError,))
+
+    def run(cfg: BestOfNConfig) -> dict:
+        if cfg.max_new_tokens is None:  # the same response limit as a text run's evaluation
+            from .configs import load_config
+
+            cfg.max_new_tokens = int(load_config([f"env=text/{cfg.task}"]).env.max_new_tokens)
+        return best_of_n(cfg)
+
+    return _run("best-of-n", BestOfNConfig, doc, argv, run, (FileNotFoundError, ValueError))

@@ -3,6 +3,26 @@
 This is the one rollout loop every algorithm uses on gymnasium tasks: it steps ``N`` environments with a
 policy, normalizes observations and rewards (running statistics, as SB3's VecNormalize and CleanRL's
 wrappers), records time-limit truncations for bootstrapping, and returns a :class:`RolloutBatch`.
+
+Two collection modes:
+
+* **Flat** (the default): the ``N`` sub-environments run on across rollouts with automatic resets; every step
+  is a sample (``layout="flat"``); an episode may span two rollouts.
+* **Grouped episodes** (``EnvSettings.grouped_episodes``, asked for by RLOO and GRPO, which compare the
+  returns of several episodes from one start state): with ``k = EnvSettings.responses_per_prompt`` the ``N``
+  sub-environments form ``N / k`` groups of ``k`` consecutive columns. At the start of every ``collect`` the
+  ``k`` sub-environments of a group are reset with one seed (drawn from ``(settings.seed, collect index)``;
+  a new one per group and per collect), so they start from the same state and differ only by the actions
+  sampled. Each column then runs exactly one episode, up to ``num_steps`` steps: an episode still running
+  at the last step is cut there and counts as truncated (``dones = 1``, bootstrap value stored, not reported
+  as an episode). The batch has ``layout="sequence"``, like the text environment's: ``[T, N]`` with
+  ``T = num_steps``, ``mask`` True on real steps, ``dones = 1`` from each column's last real step on,
+  ``last_value = 0``. Observations are normalized as in the flat mode (the running statistics are updated
+  with real steps only); with ``normalize_rewards`` each reward is divided by the running std of the
+  discounted return (each column's discounted return starts at 0 at its reset; updated with real steps
+  only) and clipped, as in the flat mode. ``info["episode_returns"]`` lists the raw (unnormalized) returns of
+  the episodes that ended by themselves (termination or the task's time limit), in column order;
+  ``info["raw_rewards"]`` are zero on padding.
 """
 
 from __future__ import annotations
@@ -58,6 +78,15 @@ class GymEnvironment(Environment):
         self._episode_return = np.zeros(self.num_envs)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
         self._steps_done = 0  # transitions collected (all sub-environments): fault messages name the step
+        # Grouped episodes (RLOO, GRPO): k sub-environments per start state, one whole episode per column.
+        self.grouped = settings.grouped_episodes
+        self.group_size = settings.responses_per_prompt
+        if self.grouped and (self.group_size < 1 or self.num_envs % self.group_size):
+            raise ConfigError(
+                f"{self.group_size} episodes per group do not divide {self.num_envs} environments "
+                "(algo.num_envs); choose a multiple"
+            )
+        self._group_collects = 0  # grouped collects so far: the reset seeds are drawn from it
         self._obs, _ = self.envs.reset(seed=settings.seed)
         # MuJoCo tasks expose their simulator data; recording it lets clips of segments be rendered later.
         self._sim_data = [getattr(e.unwrapped, "data", None) for e in self.envs.envs]
@@ -131,7 +160,10 @@ class GymEnvironment(Environment):
         reads its observation as a zero-copy view of the observation buffer, its outputs are copied into
         numpy buffers, and simulator states are recorded only when ``settings.record_states`` asks for
         them. The arithmetic is exactly that of the straightforward loop (the determinism tests pin it).
+        With ``settings.grouped_episodes`` it collects grouped whole episodes instead (module docstring).
         """
+        if self.grouped:
+            return self._collect_groups(policy, num_steps)
         T, N = num_steps, self.num_envs
         obs_shape = self.observation_space.shape
         obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
@@ -224,6 +256,128 @@ class GymEnvironment(Environment):
             },
         )
 
+    @torch.no_grad()
+    def _collect_groups(self, policy: Policy, num_steps: int) -> RolloutBatch:
+        """One whole episode per column, ``k`` columns per start state (the module docstring defines it).
+
+        The sub-environments are stepped one by one, not through the vector env: its automatic reset would
+        start a second episode in a column whose episode has ended.
+        """
+        T, N, k = num_steps, self.num_envs, self.group_size
+        envs = self.envs.envs
+        seeds = np.random.SeedSequence([self.settings.seed, self._group_collects]).generate_state(N // k)
+        self._group_collects += 1
+        obs = np.stack([np.asarray(env.reset(seed=int(seeds[i // k]))[0]) for i, env in enumerate(envs)])
+        if not np.isfinite(obs).all():
+            self._raise_non_finite(obs, np.zeros(N), 0, "reset observation")
+
+        obs_shape = self.observation_space.shape
+        obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
+        raw_obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
+        actions: np.ndarray | None = None
+        logp_buf = np.zeros((T, N), dtype=np.float32)
+        value_buf = np.zeros((T, N), dtype=np.float32)
+        rewards = np.zeros((T, N), dtype=np.float32)
+        raw_rewards = np.zeros((T, N), dtype=np.float32)
+        mask = np.zeros((T, N), dtype=bool)
+        terminated_buf = np.zeros((T, N), dtype=bool)
+        env_actions = np.zeros((T, N, *self.action_space.shape), dtype=self.action_space.dtype)
+        record = self.settings.record_states and self._state_size > 0
+        states = np.zeros((T, N, self._state_size), dtype=np.float64) if record else None
+        nq = self._sim_data[0].qpos.size if record else 0
+        bootstrap = np.zeros((T, N), dtype=np.float32)
+        active = np.ones(N, dtype=bool)  # columns whose episode is still running
+        ended = np.zeros(N, dtype=bool)  # columns whose episode ended by itself (not cut at num_steps)
+        episode_return = np.zeros(N)
+        episode_length = np.zeros(N, dtype=np.int64)
+        discounted = np.zeros(N)  # reward normalization: each episode's discounted return starts at 0
+        low, high = (self.action_space.low, self.action_space.high) if self.continuous else (None, None)
+
+        for t in range(T):
+            live = np.flatnonzero(active)
+            if live.size == 0:
+                break
+            mask[t, live] = True
+            raw_obs_buf[t, live] = obs[live]
+            if states is not None:
+                for i in live:
+                    states[t, i, :nq] = self._sim_data[i].qpos
+                    states[t, i, nq:] = self._sim_data[i].qvel
+            if self.obs_rms is not None:
+                self.obs_rms.update(obs[live])  # real steps only: padding must not move the statistics
+            obs_buf[t, live] = self.normalize_obs(obs[live])
+            # Every column is evaluated (padding sees zeros); only the live columns' outputs are kept.
+            out = policy.act(torch.from_numpy(obs_buf[t]).to(self.device))
+            action = out.action.cpu().numpy()
+            if actions is None:
+                actions = np.zeros((T, *action.shape), dtype=action.dtype)
+            actions[t, live] = action[live]
+            logp_buf[t, live] = out.logp.cpu().numpy()[live]
+            value_buf[t, live] = out.value.cpu().numpy()[live]
+            env_actions[t, live] = (
+                np.minimum(np.maximum(action[live], low), high) if self.continuous else action[live]
+            )
+
+            next_obs = obs.copy()
+            reward = np.zeros(N)
+            terminated = np.zeros(N, dtype=bool)
+            truncated = np.zeros(N, dtype=bool)
+            for i in live:
+                o, r, term, trunc, _ = envs[i].step(env_actions[t, i])
+                next_obs[i], reward[i], terminated[i], truncated[i] = o, r, term, trunc
+            if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
+                self._raise_non_finite(next_obs, reward, t)
+            finished = terminated | truncated
+            ended |= finished
+            if t == T - 1:  # cut at the rollout's end: truncated, but not an episode of the statistics
+                truncated[live] |= ~terminated[live]
+            done = terminated | truncated
+            terminated_buf[t] = terminated
+            raw_rewards[t, live] = reward[live]
+            if self.return_rms is not None:
+                discounted[live] = discounted[live] * self.settings.gamma + reward[live]
+                self.return_rms.update(discounted[live])
+                rewards[t, live] = _clip(reward[live] / self.return_rms.std, REWARD_CLIP)
+            else:
+                rewards[t, live] = reward[live]
+            cut = np.flatnonzero(truncated & ~terminated)
+            if cut.size:  # the episode did not really end: bootstrap from its final observation's value
+                finals = self._tensor(self.normalize_obs(next_obs[cut]))
+                bootstrap[t, cut] = policy.value(finals).cpu().numpy()
+            episode_return[live] += reward[live]
+            episode_length[live] += 1
+            active &= ~done
+            obs = next_obs
+
+        lengths = mask.sum(0)
+        self._steps_done += int(lengths.sum())
+        steps = np.arange(T)[:, None]
+        dones = (steps >= lengths[None, :] - 1).astype(np.float32)  # last real step and the padding after it
+        return RolloutBatch(
+            obs=self._tensor(obs_buf),
+            actions=self._tensor(actions),
+            logp=self._tensor(logp_buf),
+            values=self._tensor(value_buf),
+            rewards=self._tensor(rewards),
+            dones=self._tensor(dones),
+            last_value=torch.zeros(N, device=self.device),  # every column ends inside the batch
+            bootstrap_values=self._tensor(bootstrap),
+            mask=self._tensor(mask),
+            layout="sequence",
+            info={
+                "raw_rewards": self._tensor(raw_rewards),
+                "raw_obs": self._tensor(raw_obs_buf),
+                "episode_returns": [float(episode_return[i]) for i in np.flatnonzero(ended)],
+                "episode_lengths": [int(episode_length[i]) for i in np.flatnonzero(ended)],
+                "terminated": self._tensor(terminated_buf),
+                "env_actions": self._tensor(env_actions),
+                "env_id": self.env_id,
+                "responses_per_prompt": k,  # columns per group: algorithms check it against their own
+                "stat/cut_fraction": float(1.0 - ended.mean()),  # episodes cut at num_steps
+                **({"states": states} if states is not None else {}),
+            },
+        )
+
     def preference_support(self, settings: PreferenceSettings) -> StepSegments:
         """Segments of steps and an MLP ensemble on (raw observation, action): envs/gym_preferences.py."""
         obs_dim = int(np.prod(self.observation_space.shape or (1,)))
@@ -296,7 +450,8 @@ class GymEnvironment(Environment):
 
     @property
     def resumes_exactly(self) -> bool:
-        return all(_is_mujoco(e) for e in self.envs.envs)
+        # Grouped episodes start afresh at every collect: the seed counter and the normalizers are the state.
+        return self.grouped or all(_is_mujoco(e) for e in self.envs.envs)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -305,7 +460,9 @@ class GymEnvironment(Environment):
             "discounted_return": self._discounted_return.tolist(),
             "steps_done": self._steps_done,
         }
-        if self.resumes_exactly:  # the running episodes too: a resumed run continues bit-identically
+        if self.grouped:
+            state["group_collects"] = self._group_collects
+        elif self.resumes_exactly:  # the running episodes too: a resumed run continues bit-identically
             state["episodes"] = {
                 "obs": torch.from_numpy(np.array(self._obs)),
                 "episode_return": self._episode_return.tolist(),
@@ -321,8 +478,9 @@ class GymEnvironment(Environment):
             self.return_rms.load_state_dict(state["return_rms"])
         self._discounted_return = np.asarray(state.get("discounted_return", self._discounted_return))
         self._steps_done = int(state.get("steps_done", 0))
+        self._group_collects = int(state.get("group_collects", 0))
         episodes = state.get("episodes")
-        if episodes is not None and self.resumes_exactly:
+        if episodes is not None and self.resumes_exactly and not self.grouped:
             if len(episodes["simulators"]) != self.num_envs:
                 saved = len(episodes["simulators"])
                 raise ValueError(f"the checkpoint has {saved} environments, not {self.num_envs}")

@@ -264,5 +264,9 @@ class EnvSettings:
     run_dir: str | None = None  # where the environment may write samples (text) or videos
     record_states: bool = False  # simulator states per step in batch.info["states"] (clips of segments)
     # Text: responses sampled per prompt, in consecutive columns (algorithms that compare or baseline the
-    # responses to one prompt ask for several); families without prompts ignore it.
+    # responses to one prompt ask for several); families without prompts ignore it unless grouped_episodes.
     responses_per_prompt: int = 1
+    # Control (gymnasium): True collects whole episodes in groups of responses_per_prompt columns reset with
+    # one seed (the same start state), as a sequence batch (RLOO, GRPO: envs/gym_env.py). A separate switch
+    # because algo=preference asks for responses_per_prompt on every env and keeps its flat step batches.
+    grouped_episodes: bool = False

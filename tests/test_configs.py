@@ -14,7 +14,7 @@ from rlarena.bench.cli import main as rlarena
 from rlarena.bench.configs import build_algo_config, load_config
 from rlarena.registry import get_algorithm, list_algorithms
 
-BUILTIN = ["a2c", "ppo", "preference", "reinforce", "trpo"]
+BUILTIN = ["a2c", "grpo", "ppo", "preference", "reinforce", "rloo", "trpo"]
 TEXT_TASKS = ["arithmetic", "dialogue", "format", "strings"]
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,6 +23,7 @@ SHRINK = {
     "vf_epochs": 2,
     "vf_minibatches": 2,
     "responses_per_prompt": 2,
+    "group_size": 2,  # rloo, grpo: one group of 2 columns (num_envs must be a multiple)
 }
 
 

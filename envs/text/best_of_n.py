@@ -38,7 +38,7 @@ class BestOfNConfig:
     out: str | None = None  # default: artifacts/text/<task>/best_of_n.json
     prompts: int = 200  # the first held-out (test split) prompts, as a text run's evaluation
     ns: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
-    max_new_tokens: int = 24
+    max_new_tokens: int | None = None  # null: the task's evaluation limit (env.max_new_tokens)
     temperature: float = 1.0
     seed: int = 0
 
@@ -46,6 +46,8 @@ class BestOfNConfig:
         get_task(self.task)
         if self.prompts < 2 or not self.ns or min(self.ns) < 1:  # an interval needs two prompts
             raise ValueError(f"prompts must be >= 2 and every n >= 1, got {self.prompts}, {self.ns}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         self.ns = sorted({int(n) for n in self.ns})
@@ -91,6 +93,8 @@ def curve(gold: torch.Tensor, rm_score: torch.Tensor, ns: list[int]) -> list[dic
 @torch.no_grad()
 def best_of_n(cfg: BestOfNConfig, log: Callable[[str], None] = print) -> dict:
     """Sample, score with the task scorer and the reward model, pick; write and return the curve."""
+    if cfg.max_new_tokens is None:
+        raise ValueError("max_new_tokens: set it, or run `rlarena best-of-n`, which takes the task's limit")
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
