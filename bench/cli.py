@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("rlarena.bench.text_pipeline", "sft_main"),
     "reward-model": ("rlarena.bench.text_pipeline", "reward_model_main"),
     "best-of-n": ("rlarena.bench.text_pipeline", "best_of_n_main"),
+    "convert-smollm2": ("rlarena.bench.text_pipeline", "convert_smollm2_main"),
     "label": ("rlarena.bench.label_server", "main"),
     "reward-from-labels": ("rlarena.bench.reward_model_cli", "main"),
 }
@@ -46,6 +47,7 @@ commands: {", ".join(SUBCOMMANDS)}
   rlarena list
   rlarena sft task=format && rlarena reward-model task=format && rlarena train algo=ppo env=text/format
   rlarena reward-from-labels labels=labels.sqlite out=rm/
+  rlarena convert-smollm2 out=artifacts/hf/smollm2   # then env.hf_path=artifacts/hf/smollm2
   rlarena <command> --help
 """
 

