@@ -466,7 +466,8 @@ def hydra_task(cfg: DictConfig) -> RunResult:
     except UserError as exc:
         if not multirun:
             raise SystemExit(report_user_error("rlarena train", exc)) from None
-        if not isinstance(exc, RunDirectoryInUse):  # another process's directory: write nothing into it
+        # Another process's directory, or a finished run this job was refused to touch: write nothing there.
+        if not isinstance(exc, RunDirectoryInUse) and not (run_dir / SUMMARY).exists():
             write_failure(run_dir, {"error": str(exc), "kind": "config"})
         log.error("job %s: %s", hydra_cfg.job.num, exc)
         return RunResult(status="failed", error=str(exc))

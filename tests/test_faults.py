@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlarena.bench.results import CHECKPOINT, METRICS, SUMMARY, read_metrics
+from rlarena.bench.results import CHECKPOINT, FAILED, METRICS, SUMMARY, read_metrics
 from rlarena.bench.train import load_config, resume_training, run_training
 from rlarena.errors import ConfigError, RunDirectoryInUse, RunFileError
 from rlarena.io import atomic_write_json, exclusive_directory
@@ -159,6 +159,13 @@ def test_sweep_rerun_in_place_skips_finished_jobs_and_redoes_the_broken_one(cli,
     assert (jobs[0] / METRICS).read_bytes() == kept, "a finished job was retrained"
     steps = _train_steps(jobs[1])
     assert (jobs[1] / SUMMARY).exists() and len(steps) == len(set(steps)), steps
+    # Other seeds into the same folders: refused (finished runs of another config), and the refusal writes
+    # nothing into the finished runs' folders.
+    other = [a.replace("seed=0,1", "seed=7,8") for a in args]
+    other.append("hydra.sweep.subdir=${hydra.job.num}_ppo_invertedpendulum_s${hydra.job.num}")  # same folders
+    proc = cli(*other, cwd=tmp_path, check=False)
+    assert "finished run of another config" in proc.stdout + proc.stderr
+    assert not any((job / FAILED).exists() for job in jobs)
 
 
 # ---- resume: validate and restore before touching anything ------------------------------------------------
