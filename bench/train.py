@@ -124,7 +124,12 @@ def validate(cfg: DictConfig, explicit_keys: set[str] | None = None) -> tuple[Di
     defaults applied and the algorithm's validated Config."""
     cfg = apply_env_run_defaults(cfg, explicit_keys)
     validate_run_config(cfg)
-    return cfg, build_algo_config(cfg, explicit_keys)
+    algo_cfg = build_algo_config(cfg, explicit_keys)
+    # What the algorithm asks of the environment (e.g. responses per prompt) must fit it, checked now too.
+    check_settings = getattr(get_env(cfg.env.name), "validate_settings", None)
+    if check_settings is not None:
+        check_settings(env_settings(cfg, algo_cfg))
+    return cfg, algo_cfg
 
 
 def seed_everything(seed: int) -> None:
@@ -139,10 +144,9 @@ def build(cfg: DictConfig, run_dir: str | None = None, explicit_keys: set[str] |
     return build_from(cfg, algo_cfg, run_dir)
 
 
-def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None) -> Built:
-    seed_everything(cfg.seed)
-    algo_cls = get_algorithm(cfg.algo.name)
-    settings = EnvSettings(
+def env_settings(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None) -> EnvSettings:
+    """What the training loop tells the environment factory: the shared settings and the algorithm's own."""
+    return EnvSettings(
         num_envs=algo_cfg.num_envs,
         seed=cfg.seed,
         gamma=algo_cfg.gamma,
@@ -150,8 +154,14 @@ def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None
         normalize_rewards=algo_cfg.normalize_rewards,
         device=cfg.device,
         run_dir=run_dir,
-        **algo_cls.env_settings(algo_cfg),
+        **get_algorithm(cfg.algo.name).env_settings(algo_cfg),
     )
+
+
+def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None) -> Built:
+    seed_everything(cfg.seed)
+    algo_cls = get_algorithm(cfg.algo.name)
+    settings = env_settings(cfg, algo_cfg, run_dir)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = get_env(cfg.env.name)(env_cfg, settings)
     policy = env.make_policy(algo_cfg.policy) or make_mlp_policy(

@@ -70,6 +70,12 @@ def test_text_family_settings_name_real_fields_and_change_something():
         (["env=hopper", "env.max_episode_steps=0"], "env.max_episode_steps must be null or a positive"),
         (["algo.activation=x"], "Could not override 'algo.activation'"),
         (["algo.policy.activation=sigmoid"], "policy.activation must be tanh|relu|elu"),
+        # What an algorithm asks of the environment is checked against it before anything is created.
+        (
+            ["algo=preference", "env=text/format", "env.sft_checkpoint=untrained", "algo.num_envs=6"],
+            "4 responses per prompt do not divide a batch of 6",
+        ),
+        (["algo=preference", "algo.reward_model.init=nope.pt"], "no reward model at 'nope.pt'"),
     ],
 )
 def test_bad_env_or_algo_setting_is_one_paragraph_and_creates_nothing(args, message, tmp_path, capsys):

@@ -115,12 +115,8 @@ class TextEnv(Environment):
         self.train_records = load_split(cfg.task, "train")
         self.test_records = load_split(cfg.task, "test")
         self.ood_records = load_split(cfg.task, "ood") if cfg.ood_eval else []
+        check_settings(settings)
         self.responses_per_prompt = settings.responses_per_prompt
-        if self.responses_per_prompt < 1 or self.num_envs % self.responses_per_prompt:
-            raise ConfigError(
-                f"{self.responses_per_prompt} responses per prompt do not divide a batch of {self.num_envs} "
-                "(algo.num_envs); choose a multiple"
-            )
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.kl_beta = cfg.kl_beta
         self.num_collects = 0
@@ -398,6 +394,15 @@ def _reference_logits(
     return logits[:, p - 1 : p + t - 1]
 
 
+def check_settings(settings: EnvSettings) -> None:
+    """The batch must split into whole groups of responses to one prompt."""
+    k, n = settings.responses_per_prompt, settings.num_envs
+    if k < 1 or n % k:
+        raise ConfigError(
+            f"{k} responses per prompt do not divide a batch of {n} (algo.num_envs); choose a multiple"
+        )
+
+
 def make_text_env(env_cfg: dict[str, Any], settings: EnvSettings, task: str | None = None) -> TextEnv:
     """The registered factory: ``env_cfg`` is the ``env`` section (``conf/env/text/<task>.yaml``)."""
     cfg = dict(env_cfg)
@@ -434,6 +439,7 @@ def _register(task: str) -> None:
 
     make.__doc__ = f"text/{task}: {TASKS[task].description}"
     make.validate = validate  # type: ignore[attr-defined]
+    make.validate_settings = check_settings  # type: ignore[attr-defined]
     register_env(f"text/{task}")(make)
 
 
