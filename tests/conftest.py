@@ -11,6 +11,26 @@ import torch
 os.environ.setdefault("MUJOCO_GL", "egl")
 torch.set_num_threads(1)
 
+
+def _resolve_anyio_lazy_imports() -> None:
+    """Import now, in the main thread, what anyio would import on first use.
+
+    anyio (under starlette, the label server) imports its parts lazily; pytest assertion-rewrites anyio
+    (every pytest11 plugin's package is marked, even with ``-p no:anyio``), so a first use inside the
+    label server's thread runs ``ast.parse`` beside the main thread, and CPython 3.11 can fail that with
+    "SystemError: AST constructor recursion depth mismatch" (seen in CI, test_label_page)."""
+    try:
+        import anyio
+        import anyio.abc
+    except ImportError:  # the label server's extra is not installed
+        return
+    for module in (anyio, anyio.abc):
+        for name in dir(module):
+            getattr(module, name)
+
+
+_resolve_anyio_lazy_imports()
+
 REPO = Path(__file__).resolve().parents[1]
 
 
