@@ -388,7 +388,6 @@ def test_label_api_describes_text_queries(tmp_path):
         assert c.get("/api/clip/4/left").headers["content-type"].startswith("image/svg+xml")
 
 
-
 def test_anyio_has_nothing_left_to_import_lazily():
     """conftest resolves anyio's lazy imports in the main thread: the label server's thread then parses no
     module (a parse beside the main thread's fails on CPython 3.11 under pytest's rewriting, seen in CI)."""
