@@ -45,6 +45,21 @@ TORCH_LIBRARY(rlarena, m) {
       "mlp_gaussian_act(Tensor obs, Tensor[] actor, Tensor[] critic, Tensor log_std, str activation)"
       " -> (Tensor action, Tensor logp, Tensor value)",
       {at::Tag::nondeterministic_seeded});
+  // The gymnasium collector's per-step bookkeeping (csrc/cpu/collector.cpp; envs/gym_env.py), in place on
+  // rollout buffers [T, N, ...] at row t and on the running statistics (float64 mean, var, count).
+  m.def(
+      "observe_(Tensor obs, int t, Tensor(a!) raw_buf, Tensor(b!) obs_buf, Tensor(c!) mean, Tensor(d!) var,"
+      " Tensor(e!) count, bool normalize, float clip) -> ()");
+  m.def(
+      "record_action_(Tensor action, Tensor logp, Tensor value, int t, Tensor(a!) actions, Tensor(b!) logp_buf,"
+      " Tensor(c!) value_buf, Tensor(d!) env_actions, Tensor low, Tensor high, bool clip) -> ()");
+  // Returns flags: 1 non-finite next_obs or reward (nothing stored), 2 an episode ended, 4 one was truncated.
+  m.def(
+      "record_reward_(Tensor next_obs, Tensor reward, Tensor terminated, Tensor truncated, int t,"
+      " Tensor(a!) raw_rewards,"
+      " Tensor(b!) rewards, Tensor(c!) dones, Tensor(d!) terminated_buf, Tensor(e!) discounted,"
+      " Tensor(f!) ret_mean, Tensor(g!) ret_var, Tensor(h!) ret_count, bool normalize, float gamma, float clip,"
+      " Tensor(i!) episode_return, Tensor(j!) episode_length) -> int");
 }
 
 namespace rlarena {

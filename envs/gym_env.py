@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlarena import ops
 from rlarena.errors import ConfigError
 from rlarena.normalize import RunningMeanStd
 from rlarena.preferences import PreferenceSettings
@@ -112,15 +113,6 @@ class GymEnvironment(Environment):
             return obs.astype(np.float32)
         return _clip((obs - self.obs_rms.mean) / self.obs_rms.std, OBS_CLIP).astype(np.float32)
 
-    def _normalize_reward(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
-        if self.return_rms is None:
-            return reward
-        # Scale by the std of the discounted return, not of the reward (SB3 VecNormalize).
-        self._discounted_return = self._discounted_return * self.settings.gamma + reward
-        self.return_rms.update(self._discounted_return)
-        self._discounted_return[done] = 0.0
-        return _clip(reward / self.return_rms.std, REWARD_CLIP)
-
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, device=self.device)
 
@@ -166,16 +158,25 @@ class GymEnvironment(Environment):
             return self._collect_groups(policy, num_steps)
         T, N = num_steps, self.num_envs
         obs_shape = self.observation_space.shape
-        obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
-        raw_obs_buf = np.zeros((T, N, *obs_shape), dtype=np.float32)
-        actions: np.ndarray | None = None  # the policy's (unclipped) actions; shape known after step 0
-        logp_buf = np.zeros((T, N), dtype=np.float32)
-        value_buf = np.zeros((T, N), dtype=np.float32)
-        rewards = np.zeros((T, N), dtype=np.float32)
-        raw_rewards = np.zeros((T, N), dtype=np.float32)
-        dones = np.zeros((T, N), dtype=np.float32)
-        terminated_buf = np.zeros((T, N), dtype=bool)
-        env_actions = np.zeros((T, N, *self.action_space.shape), dtype=self.action_space.dtype)
+        obs_buf = torch.zeros((T, N, *obs_shape), dtype=torch.float32)
+        raw_obs_buf = torch.zeros((T, N, *obs_shape), dtype=torch.float32)
+        obs_rows = obs_buf.unbind(0)  # the policy's input at step t: a view, made once per rollout
+        logp_buf = torch.zeros((T, N), dtype=torch.float32)
+        value_buf = torch.zeros((T, N), dtype=torch.float32)
+        rewards = torch.zeros((T, N), dtype=torch.float32)
+        raw_rewards = torch.zeros((T, N), dtype=torch.float32)
+        dones = torch.zeros((T, N), dtype=torch.float32)
+        terminated_buf = torch.zeros((T, N), dtype=torch.bool)
+        # The policy's (unclipped) actions and the clipped ones the simulator gets (a numpy view per row).
+        action_dtype = torch.from_numpy(np.zeros(0, dtype=self.action_space.dtype)).dtype
+        actions = torch.zeros((T, N, *self.action_space.shape), dtype=action_dtype)
+        env_actions = torch.zeros((T, N, *self.action_space.shape), dtype=action_dtype)
+        env_action_rows = env_actions.numpy()
+        low, high = (
+            (torch.from_numpy(self.action_space.low), torch.from_numpy(self.action_space.high))
+            if self.continuous
+            else (torch.zeros(()), torch.zeros(()))
+        )
         # Simulator states (MuJoCo qpos, qvel) before each step: what the labeling page renders clips from.
         record = self.settings.record_states and self._state_size > 0
         states = np.zeros((T, N, self._state_size), dtype=np.float64) if record else None
@@ -183,49 +184,54 @@ class GymEnvironment(Environment):
         bootstrap = np.zeros((T, N), dtype=np.float32)
         episode_returns: list[float] = []
         episode_lengths: list[int] = []
-        obs_rms, step_envs, act = self.obs_rms, self.envs.step, policy.act
-        low, high = (self.action_space.low, self.action_space.high) if self.continuous else (None, None)
+        step_envs, act = self.envs.step, policy.act
+        # The per-step bookkeeping runs as three compiled calls (rlarena.ops.observe_, record_action_,
+        # record_reward_) in place on these: buffers, running statistics (views of the normalizers' arrays)
+        # and episode counters.
+        none = torch.zeros(())
+        obs_stats = self.obs_rms.tensors() if self.obs_rms is not None else (none, none, none)
+        ret_stats = self.return_rms.tensors() if self.return_rms is not None else (none, none, none)
+        discounted = torch.from_numpy(self._discounted_return)
+        episode_return = torch.from_numpy(self._episode_return)
+        episode_length = torch.from_numpy(self._episode_length)
+        normalize_obs, normalize_rewards = self.obs_rms is not None, self.return_rms is not None
+        gamma, clip_actions, cpu = self.settings.gamma, self.continuous, self.device.type == "cpu"
 
         for t in range(T):
-            raw_obs_buf[t] = self._obs
             if states is not None:
                 for i, data in enumerate(self._sim_data):  # copies into the buffer: no allocation per step
                     states[t, i, :nq] = data.qpos
                     states[t, i, nq:] = data.qvel
-            if obs_rms is not None:
-                obs_rms.update(self._obs)
-            obs_buf[t] = self.normalize_obs(self._obs)
-            out = act(torch.from_numpy(obs_buf[t]).to(self.device))
-            action = out.action.cpu().numpy()
-            if actions is None:
-                actions = np.zeros((T, *action.shape), dtype=action.dtype)
-            actions[t] = action
-            logp_buf[t] = out.logp.cpu().numpy()
-            value_buf[t] = out.value.cpu().numpy()
-            if self.continuous:  # the policy's Gaussian is unbounded; the simulator gets the clipped action
-                np.minimum(np.maximum(action, low), high, out=env_actions[t])  # np.clip, minus its wrapper
-            else:
-                env_actions[t] = action
-            next_obs, reward, terminated, truncated, info = step_envs(env_actions[t])
-            if not (np.isfinite(next_obs).all() and np.isfinite(reward).all()):
+            observed = torch.from_numpy(np.ascontiguousarray(self._obs, dtype=np.float64))
+            ops.observe_(observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP)
+            out = act(obs_rows[t] if cpu else obs_rows[t].to(self.device))
+            ops.record_action_(
+                out.action.cpu(), out.logp.cpu(), out.value.cpu(), t,
+                actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
+            )  # fmt: skip
+            next_obs, reward, terminated, truncated, info = step_envs(env_action_rows[t])
+            flags = ops.record_reward_(
+                torch.from_numpy(np.ascontiguousarray(next_obs, dtype=np.float64)),
+                torch.from_numpy(np.ascontiguousarray(reward, dtype=np.float64)),
+                torch.from_numpy(terminated),
+                torch.from_numpy(truncated),
+                t, raw_rewards, rewards, dones, terminated_buf, discounted, *ret_stats,
+                normalize_rewards, gamma, REWARD_CLIP, episode_return, episode_length,
+            )  # fmt: skip
+            if flags & ops.RECORD_NON_FINITE:
                 self._raise_non_finite(next_obs, reward, t)
-            done = terminated | truncated
-            terminated_buf[t] = terminated
-            raw_rewards[t] = reward
-            rewards[t] = self._normalize_reward(np.asarray(reward, dtype=np.float64), done)
-            dones[t] = done
             # A truncated episode did not end: bootstrap from the value of its final observation.
-            cut = truncated & ~terminated
-            if cut.any():  # rare (a time limit): evaluated at once, with the normalizer of this step
+            # Rare (a time limit): evaluated at once, with the normalizer of this step.
+            if flags & ops.RECORD_CUT:
+                cut = truncated & ~terminated
                 final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
                 if not np.isfinite(final_obs).all():
                     finals = np.zeros_like(next_obs)
                     finals[cut] = final_obs
                     self._raise_non_finite(finals, reward, t, "final observation")
                 bootstrap[t, cut] = policy.value(self._tensor(self.normalize_obs(final_obs))).cpu().numpy()
-            self._episode_return += reward
-            self._episode_length += 1
-            if done.any():
+            if flags & ops.RECORD_ENDED:
+                done = terminated | truncated
                 for i in np.flatnonzero(done):
                     episode_returns.append(float(self._episode_return[i]))
                     episode_lengths.append(int(self._episode_length[i]))

@@ -76,7 +76,7 @@ def pendulum_case(algo: str, steps: int, threshold: float, extra: Sequence[str] 
 
 
 PREFERENCE_COMMON = ["env=invertedpendulum", "algo.num_steps=1024", "eval.episodes=5"]
-PREFERENCE_STEPS = 20480
+PREFERENCE_STEPS = 30720
 PREFERENCE_LABELS = 200
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
+from rlarena import ops
+from rlarena.algorithms.policies import MLPActorCritic
 from rlarena.bench.progress import Progress
 from rlarena.bench.train import build, load_config
+from rlarena.normalize import RunningMeanStd
 from rlarena.rollout import ActOutput
 
 
@@ -18,7 +23,7 @@ def _built(algo: str = "ppo", env: str = "hopper", n: int = 2):
 
 
 def _distribution_act(policy):
-    """``act`` through torch.distributions: the reference the collector's fast path must match bit for bit."""
+    """``act`` through torch.distributions: what ``ops.mlp_gaussian_act_reference`` must match bit for bit."""
 
     def act(obs, deterministic=False):
         head, value = policy._features(obs)
@@ -29,15 +34,85 @@ def _distribution_act(policy):
     return act
 
 
+def _policy_args(obs_dim=11, act_dim=3, hidden=(64, 64), activation="tanh", seed=0):
+    torch.manual_seed(seed)
+    policy = MLPActorCritic(
+        gym.spaces.Box(-1, 1, (obs_dim,)), gym.spaces.Box(-1, 1, (act_dim,)), list(hidden), activation
+    )
+    with torch.no_grad():
+        policy.log_std.uniform_(-1.5, 0.5)
+        for p in policy.parameters():  # trained-looking weights, not the tiny policy-head init
+            p.add_(0.1 * torch.randn_like(p))
+    return policy, (policy._actor_params, policy._critic_params, policy.log_std.detach(), activation)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+@pytest.mark.parametrize(
+    "rows,obs_dim,act_dim,hidden", [(1, 11, 3, (64, 64)), (8, 17, 6, (64, 64)), (5, 3, 1, (7,))]
+)
+def test_compiled_policy_step_matches_the_reference_within_float32_rounding(
+    rows, obs_dim, act_dim, hidden, activation
+):
+    """The CPU kernel (plain loops) against the distribution path's ops: the same random draws (the
+    generator ends in the same state), outputs within float32 rounding of the reference."""
+    _, args = _policy_args(obs_dim, act_dim, hidden, activation)
+    obs = 3 * torch.randn(rows, obs_dim)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        action, logp, value = torch.ops.rlarena.mlp_gaussian_act.default(obs, *args)
+        state = torch.get_rng_state()
+        torch.manual_seed(1)
+        ref_action, ref_logp, ref_value = ops.mlp_gaussian_act_reference(obs, *args)
+    assert torch.equal(state, torch.get_rng_state())
+    torch.testing.assert_close(action, ref_action, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logp, ref_logp, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_policy_step_gives_the_same_bits_on_every_isa():
+    """Sums in one fixed order and no FMA contraction: the baseline, AVX2 and AVX-512 variants agree to the
+    bit (what makes the collector's arithmetic the same on every x86-64 CPU)."""
+    _, args = _policy_args(17, 6)
+    obs = 3 * torch.randn(8, 17)
+    previous = torch.ops.rlarena._config("isa", -1)
+    results = []
+    try:
+        for isa in (0, 1, 2):  # clamped to what this CPU has
+            torch.ops.rlarena._config("isa", isa)
+            torch.manual_seed(3)
+            with torch.no_grad():
+                results.append(torch.ops.rlarena.mlp_gaussian_act.default(obs, *args))
+    finally:
+        torch.ops.rlarena._config("isa", previous)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_the_reference_policy_step_is_the_distribution_path():
+    policy, args = _policy_args()
+    obs = torch.randn(4, 11)
+    with torch.no_grad():
+        torch.manual_seed(2)
+        ref = ops.mlp_gaussian_act_reference(obs, *args)
+        torch.manual_seed(2)
+        out = _distribution_act(policy)(obs)
+    assert all(torch.equal(a, b) for a, b in zip(ref, (out.action, out.logp, out.value)))
+
+
 @pytest.mark.parametrize("n", [1, 3])
-def test_fast_act_path_is_bit_identical_to_the_distribution_path(n):
+def test_compiled_bookkeeping_matches_the_reference_bookkeeping(n, monkeypatch):
+    """The collector's per-step ops (observe_, record_action_, record_reward_) against their torch
+    references, over two rollouts (the running normalizers carry over) with one policy: bit-identical."""
     fast, slow = _built(n=n), _built(n=n)
-    slow.policy.act = _distribution_act(slow.policy)
-    for _ in range(2):  # two rollouts: the running normalizers carry over
+    slow.policy.load_state_dict(fast.policy.state_dict())
+    for _ in range(2):
         torch.manual_seed(7)
         a = fast.env.collect(fast.policy, 300)  # Hopper's 1000-step limit is not reached: see bootstrap below
         torch.manual_seed(7)
-        b = slow.env.collect(slow.policy, 300)
+        with monkeypatch.context() as patch:
+            for op in ("observe_", "record_action_", "record_reward_"):
+                patch.setattr(ops, op, getattr(ops, op.rstrip("_") + "_reference"))
+            b = slow.env.collect(slow.policy, 300)
         for name in (
             "obs",
             "actions",
@@ -49,9 +124,39 @@ def test_fast_act_path_is_bit_identical_to_the_distribution_path(n):
             "bootstrap_values",
         ):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+        for name in ("raw_rewards", "raw_obs", "terminated", "env_actions"):
+            assert torch.equal(a.info[name], b.info[name]), name
         assert a.info["episode_returns"] == b.info["episode_returns"]
+        assert a.info["episode_lengths"] == b.info["episode_lengths"]
+    # The float64 statistics: the same bits with one sub-environment; with several, torch's mean and var
+    # (the reference) may add the rows in another order than the kernel's index order.
+    for key in ("obs_rms", "return_rms"):
+        for part in ("mean", "var", "count"):
+            got, want = fast.env.state_dict()[key][part], slow.env.state_dict()[key][part]
+            if n == 1:
+                assert got == want, (key, part)
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
     fast.env.close()
     slow.env.close()
+
+
+def test_compiled_normalizer_is_runningmeanstd_to_the_bit():
+    """observe_'s running update is rlarena/normalize.py's numpy arithmetic (one sub-environment)."""
+    rng = np.random.default_rng(0)
+    reference, compiled = RunningMeanStd((5,)), RunningMeanStd((5,))
+    raw, out = torch.zeros(50, 1, 5), torch.zeros(50, 1, 5)
+    for t in range(50):
+        obs = rng.normal(3.0, 2.0, (1, 5))
+        reference.update(obs)
+        torch.ops.rlarena.observe_.default(
+            torch.from_numpy(obs), t, raw, out, *compiled.tensors(), True, 10.0
+        )
+        expected = np.minimum(np.maximum((obs - reference.mean) / reference.std, -10.0), 10.0).astype(
+            np.float32
+        )
+        assert np.array_equal(out[t].numpy(), expected)
+    assert reference.state_dict() == compiled.state_dict()
 
 
 def test_simulator_states_are_recorded_only_for_algorithms_that_need_them():

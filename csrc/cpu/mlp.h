@@ -1,0 +1,118 @@
+// Plain-loop building blocks for the small MLPs of the default actor-critic (algorithms/policies.py):
+// a linear layer, its activation, and their backward passes, on float32 rows.
+//
+// Why plain loops: at these sizes (tens of inputs, 64 hidden units, a handful of rows) every ATen call costs
+// 2-5 us of dispatch, far more than its arithmetic; one kernel written as loops does a whole policy step in a
+// few microseconds.
+//
+// Why the loops are shaped as they are: every sum runs over its terms in one fixed order; only independent
+// sums run side by side (in vector lanes or interleaved chains), never pieces of one sum. With floating-point contraction off (the pragma below: no FMA), the baseline, AVX2 and AVX-512
+// variants of a kernel therefore give the same bits on every x86-64 CPU; tests/test_collector.py checks
+// that. (MKL's matrix products, which nn.Linear uses, pick their blocking and their FMA use per CPU.)
+#pragma once
+
+#pragma GCC optimize("fp-contract=off")
+
+#include <cstdint>
+
+#include "simd.h"
+
+namespace rlarena {
+namespace cpu {
+namespace mlp {
+
+enum Activation : int { kTanh = 0, kRelu = 1, kElu = 2 };
+
+// One nn.Linear: weight [out, in] row-major (as torch stores it), bias [out].
+struct Layer {
+  const float* weight;
+  const float* bias;
+  int64_t in;
+  int64_t out;
+};
+
+// tanh without libm (vectorizes, same bits on every ISA): an odd Taylor polynomial near 0, where
+// 1 - 2 / (e^{2|x|} + 1) would cancel, and that formula elsewhere. Within 2e-7 of the true value.
+RLARENA_INLINE float vtanh(float x) {
+  const float a = x < 0.0f ? -x : x;
+  const float x2 = x * x;
+  // x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835: truncation below 1e-9 relative for |x| < 0.125.
+  float p = 62.0f / 2835.0f;
+  p = p * x2 - 17.0f / 315.0f;
+  p = p * x2 + 2.0f / 15.0f;
+  p = p * x2 - 1.0f / 3.0f;
+  const float small = x + x * (p * x2);
+  const float e = vexp(a + a);
+  float big = 1.0f - 2.0f / (e + 1.0f);
+  big = x < 0.0f ? -big : big;
+  return a < 0.125f ? small : big;
+}
+
+RLARENA_INLINE float activate(float z, int act) {
+  if (act == kTanh) return vtanh(z);
+  if (act == kRelu) return z > 0.0f ? z : 0.0f;
+  return z > 0.0f ? z : vexp(z) - 1.0f;  // elu, alpha 1
+}
+
+// d act / d z from the activation's output y (and input z for elu).
+RLARENA_INLINE float activation_grad(float z, float y, int act) {
+  if (act == kTanh) return 1.0f - y * y;
+  if (act == kRelu) return z > 0.0f ? 1.0f : 0.0f;
+  return z > 0.0f ? 1.0f : y + 1.0f;
+}
+
+// y[out] = bias + x[in] @ weight.T, each output's sum over the inputs in order. Eight outputs at a time
+// (eight independent chains for the CPU to overlap), reading the weight rows as torch stores them: no
+// transposed copy to write, which matters more than vector lanes when the collector calls this between
+// simulator steps with cold caches.
+RLARENA_INLINE void linear_row(const Layer& l, const float* __restrict__ x, float* __restrict__ y) {
+  const int64_t n_in = l.in, n_out = l.out;
+  const float* __restrict__ w = l.weight;
+  int64_t j = 0;
+  for (; j + 8 <= n_out; j += 8) {
+    float acc[8];
+    for (int k = 0; k < 8; ++k) acc[k] = l.bias[j + k];
+    for (int64_t i = 0; i < n_in; ++i) {
+      const float xi = x[i];
+      for (int k = 0; k < 8; ++k) acc[k] = acc[k] + xi * w[(j + k) * n_in + i];
+    }
+    for (int k = 0; k < 8; ++k) y[j + k] = acc[k];
+  }
+  for (; j < n_out; ++j) {
+    float acc = l.bias[j];
+    for (int64_t i = 0; i < n_in; ++i) acc = acc + x[i] * w[j * n_in + i];
+    y[j] = acc;
+  }
+}
+
+// An MLP on one row: pre-activations z_l and outputs h_l of every layer written into `z` and `h` (layer l at
+// offset sum of the earlier layers' widths); the last layer has no activation (h = z there).
+RLARENA_INLINE void forward_row(const Layer* layers, int64_t n_layers, int act, const float* x, float* z,
+                                float* h) {
+  const float* input = x;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    linear_row(layers[l], input, z);
+    const int64_t n = layers[l].out;
+    if (l + 1 < n_layers) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) h[j] = activate(z[j], act);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) h[j] = z[j];
+    }
+    input = h;
+    z += n;
+    h += n;
+  }
+}
+
+// Total width of an MLP's layers (the size of forward_row's z and h).
+inline int64_t total_width(const Layer* layers, int64_t n_layers) {
+  int64_t w = 0;
+  for (int64_t l = 0; l < n_layers; ++l) w += layers[l].out;
+  return w;
+}
+
+}  // namespace mlp
+}  // namespace cpu
+}  // namespace rlarena
