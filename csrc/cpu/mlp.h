@@ -1,5 +1,5 @@
 // Plain-loop building blocks for the small MLPs of the default actor-critic (algorithms/policies.py):
-// a linear layer, its activation, and their backward passes, on float32 rows.
+// a linear layer and its activation, on float32 rows.
 //
 // Why plain loops: at these sizes (tens of inputs, 64 hidden units, a handful of rows) every ATen call costs
 // 2-5 us of dispatch, far more than its arithmetic; one kernel written as loops does a whole policy step in a
@@ -32,7 +32,8 @@ struct Layer {
 };
 
 // tanh without libm (vectorizes, same bits on every ISA): an odd Taylor polynomial near 0, where
-// 1 - 2 / (e^{2|x|} + 1) would cancel, and that formula elsewhere. Within 2e-7 of the true value.
+// 1 - 2 / (e^{2|x|} + 1) would cancel, and that formula elsewhere (tests/test_collector.py compares the
+// policy step with torch's tanh).
 RLARENA_INLINE float vtanh(float x) {
   const float a = x < 0.0f ? -x : x;
   const float x2 = x * x;
@@ -52,13 +53,6 @@ RLARENA_INLINE float activate(float z, int act) {
   if (act == kTanh) return vtanh(z);
   if (act == kRelu) return z > 0.0f ? z : 0.0f;
   return z > 0.0f ? z : vexp(z) - 1.0f;  // elu, alpha 1
-}
-
-// d act / d z from the activation's output y (and input z for elu).
-RLARENA_INLINE float activation_grad(float z, float y, int act) {
-  if (act == kTanh) return 1.0f - y * y;
-  if (act == kRelu) return z > 0.0f ? 1.0f : 0.0f;
-  return z > 0.0f ? 1.0f : y + 1.0f;
 }
 
 // y[out] = bias + x[in] @ weight.T, each output's sum over the inputs in order. Eight outputs at a time
