@@ -50,7 +50,12 @@ def _extensions():
     # C++20: what torch >= 2.10 headers are written for (with C++17 they warn on every file).
     # -fno-trapping-math changes no result; it lets GCC if-convert the selects in the SIMD loops (with FP
     # traps assumed possible it refuses to, and leaves the AVX2 and SSE2 variants of the kernels scalar).
-    cxx_flags = ["-O3", "-std=c++20", "-DNDEBUG", "-fno-trapping-math", *openmp]
+    # -fno-math-errno likewise: sqrt stays an instruction (exact on every ISA) in vector loops instead of a
+    # libm call kept for errno's sake, which holds the whole loop scalar (Adam's in csrc/cpu/ppo_epoch.cpp).
+    # -ffp-contract=off: no a * b + c fused into an FMA where the AVX2 and AVX-512 variants could use one and
+    # the baseline cannot; with every sum in a fixed order, a kernel gives the same bits on every x86-64 CPU.
+    cxx_flags = ["-O3", "-std=c++20", "-DNDEBUG", "-fno-trapping-math", "-fno-math-errno"]
+    cxx_flags += ["-ffp-contract=off", *openmp]
     # No -march=native: wheels and editable installs must run on any x86-64; the kernels vectorize with
     # the compiler's portable SIMD (omp simd) instead.
     if not os.path.exists(os.path.join(ROOT, "csrc", "ops.cpp")):

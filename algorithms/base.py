@@ -106,6 +106,30 @@ def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torc
     return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
+AdamState = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+
+
+def adam_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> AdamState | None:
+    """``(exp_avg, exp_avg_sq, step)`` of ``torch.optim.Adam`` for each of ``params``, created as torch
+    creates them before its first step, for a compiled update that steps Adam itself. None unless
+    ``optimizer`` is plain Adam (one group; no weight decay, amsgrad or maximize) over exactly ``params``."""
+    if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
+        return None
+    if len(group["params"]) != len(params) or {id(p) for p in group["params"]} != {id(p) for p in params}:
+        return None
+    for p in params:
+        state = optimizer.state[p]
+        if not state:  # torch.optim.Adam's lazy initialization (a float32 step counter, zero moments)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    states = [optimizer.state[p] for p in params]
+    return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states]
+
+
 class Algorithm(ABC):
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
     # True: the collector records the simulator's state before each step (batch.info["states"]), e.g. to

@@ -16,11 +16,34 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from rlarena import ops
 from rlarena.activations import activation as activation_module
-from rlarena.rollout import ActOutput, EvalOutput, Policy
+from rlarena.rollout import ActOutput, EvalOutput, GaussianMLP, Policy
+
+
+def orthogonal_(weight: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """``nn.init.orthogonal_`` without LAPACK: the same standard normal draw (the random stream is torch's),
+    then the Q factor of its QR decomposition with a positive diagonal in R (torch's sign convention), by
+    modified Gram-Schmidt in float64 with exactly rounded dot products (``math.fsum``), scaled by ``gain``.
+
+    Why: LAPACK's QR (MKL) picks its blocking per CPU, so the initial weights of the same seed differed in
+    the last bits between Intel and AMD machines, and a PPO run, chaotic in them, with them. This gives the
+    same bits on every machine, within float32 rounding of torch's."""
+    rows, cols = weight.shape
+    with torch.no_grad():
+        draw = weight.new_empty((rows, cols)).normal_(0, 1)
+        a = (draw.t() if rows < cols else draw).double().numpy()  # tall: Q's columns are orthonormal
+        q = np.empty_like(a)
+        for j in range(a.shape[1]):
+            v = a[:, j].copy()
+            for i in range(j):
+                v -= math.fsum(q[:, i] * v) * q[:, i]
+            q[:, j] = v / math.sqrt(math.fsum(v * v))
+        q_t = torch.from_numpy(q.T if rows < cols else q).to(weight.dtype)
+        weight.copy_(q_t).mul_(gain)
+    return weight
 
 
 def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
-    nn.init.orthogonal_(layer.weight, gain)
+    orthogonal_(layer.weight, gain)
     nn.init.constant_(layer.bias, bias)
     return layer
 
@@ -75,14 +98,19 @@ class MLPActorCritic(Policy):
     # ---- pieces -------------------------------------------------------------------------------------
 
     def _linear_params(self) -> None:
-        """[weight, bias] of each linear layer of the actor and of the critic, for ``ops.mlp_gaussian_act``
-        (the same Parameter objects: in-place updates, ``load_state_dict`` and ``.to`` keep them current)."""
+        """[weight, bias] of each linear layer of the actor and of the critic, for the compiled ops (the same
+        Parameter objects: in-place updates, ``load_state_dict`` and ``.to`` keep them current)."""
 
         def params(seq: nn.Sequential) -> list[torch.Tensor]:
             return [p for m in seq if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
 
         self._actor_params = params(self.actor)
         self._critic_params = params(self.critic)
+
+    def gaussian_mlp(self) -> GaussianMLP | None:
+        if self.shared or not self.continuous:
+            return None
+        return GaussianMLP(self._actor_params, self._critic_params, self.log_std, self.activation)
 
     def _features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Actor output (mean or logits) and value."""
@@ -102,8 +130,8 @@ class MLPActorCritic(Policy):
     # ---- Policy interface ---------------------------------------------------------------------------
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        if self.continuous and not self.shared and not deterministic and not torch.is_grad_enabled():
-            return self._sample_gaussian(obs)
+        if self.continuous and not self.shared and not torch.is_grad_enabled():
+            return self._act_gaussian(obs, deterministic)
         head, value = self._features(obs)
         dist = self._dist(head)
         if deterministic:
@@ -112,15 +140,18 @@ class MLPActorCritic(Policy):
             action = dist.sample()
         return ActOutput(action, dist.log_prob(action), value)
 
-    def _sample_gaussian(self, obs: torch.Tensor) -> ActOutput:
-        """The collector's step: ``act`` for the common case (separate MLPs, Gaussian, sampling, no grad) as
-        one fused op whose results are bit-identical to the distribution path (``rlarena.ops``)."""
+    def _act_gaussian(self, obs: torch.Tensor, deterministic: bool) -> ActOutput:
+        """The collector's and the evaluation's step: ``act`` for the common case (separate MLPs, Gaussian, no
+        grad) as one fused op, within float32 rounding of the distribution path and the same bits on every
+        x86-64 CPU (``rlarena.ops.mlp_gaussian_act``)."""
         action, logp, value = ops.mlp_gaussian_act(
-            obs, self._actor_params, self._critic_params, self.log_std, self.activation
+            obs, self._actor_params, self._critic_params, self.log_std, self.activation, deterministic
         )
         return ActOutput(action, logp, value)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.continuous and not self.shared and not torch.is_grad_enabled():
+            return self._act_gaussian(obs, True).value  # the kernel's arithmetic (bootstraps, last values)
         if self.shared:
             return self.critic_head(self.trunk(obs)).squeeze(-1)
         return self.critic(obs).squeeze(-1)

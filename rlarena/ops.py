@@ -28,6 +28,8 @@ from .activations import ACTIVATION_FUNCTIONS
 __all__ = [
     "backend",
     "mlp_gaussian_act",
+    "ppo_gaussian_mlp_epoch_",
+    "PPO_EPOCH_STATS",
     "mlp_gaussian_act_reference",
     "observe_",
     "observe_reference",
@@ -94,9 +96,10 @@ def clipped_value_loss_reference(value, old_value, returns, clip_coef: float = m
     return 0.5 * torch.maximum((value - returns) ** 2, (clipped - returns) ** 2).mean()
 
 
-def mlp_gaussian_act_reference(obs, actor, critic, log_std, activation: str):
+def mlp_gaussian_act_reference(obs, actor, critic, log_std, activation: str, deterministic: bool = False):
     """One collector step of an MLP actor-critic with a Gaussian head; see ``mlp_gaussian_act``. The ops of
-    ``nn.Sequential`` and ``Independent(Normal(mean, exp(log_std)), 1)``'s ``sample`` and ``log_prob``."""
+    ``nn.Sequential`` and ``Independent(Normal(mean, exp(log_std)), 1)``'s ``sample`` (or the mean) and
+    ``log_prob``."""
     act = ACTIVATION_FUNCTIONS[activation]
 
     def mlp(x, params):
@@ -109,7 +112,7 @@ def mlp_gaussian_act_reference(obs, actor, critic, log_std, activation: str):
     mean = mlp(obs, actor)
     value = mlp(obs, critic).squeeze(-1)
     scale = log_std.exp().expand_as(mean)
-    action = torch.normal(mean, scale)
+    action = mean.clone() if deterministic else torch.normal(mean, scale)
     var = scale**2
     logp = -((action - mean) ** 2) / (2 * var) - scale.log() - math.log(math.sqrt(2 * math.pi))
     return action, logp.sum(-1), value
@@ -318,7 +321,7 @@ def _register_fake_kernels() -> None:
         return scalar, logp.new_empty(()), logp.new_empty(()), logp.new_empty(logp.shape)
 
     @torch.library.register_fake("rlarena::mlp_gaussian_act")
-    def _act_fake(obs, actor, critic, log_std, activation):
+    def _act_fake(obs, actor, critic, log_std, activation, deterministic=False):
         torch._check(obs.dim() == 2, lambda: "rlarena.mlp_gaussian_act: obs must be [N, obs_dim]")
         batch = obs.shape[0]
         return obs.new_empty((batch, actor[-1].shape[0])), obs.new_empty((batch,)), obs.new_empty((batch,))
@@ -334,6 +337,11 @@ def _register_fake_kernels() -> None:
     @torch.library.register_fake("rlarena::record_reward_")
     def _record_reward_fake(*args):
         return 0
+
+    @torch.library.register_fake("rlarena::ppo_gaussian_mlp_epoch_")
+    def _ppo_epoch_fake(obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches, *_):
+        torch._check(obs.dim() == 2, lambda: "rlarena.ppo_gaussian_mlp_epoch_: obs must be [rows, obs_dim]")
+        return obs.new_empty((num_minibatches, len(PPO_EPOCH_STATS)), dtype=torch.float64)
 
     @torch.library.register_fake("rlarena::clipped_value_loss")
     def _value_loss_fake(value, old_value, returns, clip_coef):
@@ -426,22 +434,59 @@ def clipped_value_loss(value, old_value, returns, clip_coef: float = math.inf):
     return loss
 
 
-def mlp_gaussian_act(obs, actor, critic, log_std, activation: str = "tanh"):
+def mlp_gaussian_act(obs, actor, critic, log_std, activation: str = "tanh", deterministic: bool = False):
     """One collector step of an MLP actor-critic with a Gaussian head: ``(action, logp, value)``.
 
     ``obs`` is ``[N, obs_dim]``; ``actor`` and ``critic`` are ``[weight, bias]`` per linear layer (as
     ``nn.Linear`` stores them), with ``activation`` (tanh, relu or elu) between layers; the action is drawn
     from ``Normal(actor(obs), exp(log_std))`` with torch's generator, ``logp`` is its log-density summed over
-    action dimensions, ``value`` is ``critic(obs)`` squeezed to ``[N]``. No gradient (call it under
-    ``torch.no_grad()``).
+    action dimensions, ``value`` is ``critic(obs)`` squeezed to ``[N]``. ``deterministic``: the action is the
+    mean, nothing is drawn (evaluation). No gradient (call it under ``torch.no_grad()``).
 
     On the CPU (float32) the compiled op is plain loops (``csrc/cpu/mlp_act.cpp``): one call of ~10 us instead
     of about twenty ATen calls, with the same bits on every x86-64 CPU and within float32 rounding of the
     reference (the same random draws; tests/test_collector.py). Elsewhere it runs the reference's ops in C++.
     """
     if _COMPILED:
-        return torch.ops.rlarena.mlp_gaussian_act.default(obs, actor, critic, log_std, activation)
-    return mlp_gaussian_act_reference(obs, actor, critic, log_std, activation)
+        args = (obs, actor, critic, log_std, activation, deterministic)
+        return torch.ops.rlarena.mlp_gaussian_act.default(*args)
+    return mlp_gaussian_act_reference(obs, actor, critic, log_std, activation, deterministic)
+
+
+# The columns of ppo_gaussian_mlp_epoch_'s result, one row per minibatch.
+PPO_EPOCH_STATS = ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl", "grad_norm")
+
+
+def ppo_gaussian_mlp_epoch_(
+    obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches: int, net,
+    exp_avg, exp_avg_sq, step, *, clip_coef: float, value_clip: float, ent_coef: float, vf_coef: float,
+    normalize_advantages: bool, max_grad_norm: float, lr: float, betas: tuple[float, float], eps: float,
+) -> torch.Tensor:  # fmt: skip
+    """One PPO epoch of a ``GaussianMLP`` (``net``: the default actor-critic) as one compiled call, in place
+    on its parameters and on ``torch.optim.Adam``'s state (``exp_avg``, ``exp_avg_sq``, ``step``: one tensor
+    per parameter, in ``net.parameters()`` order). Returns ``[num_minibatches, 6]`` float64 statistics,
+    columns ``PPO_EPOCH_STATS``.
+
+    The rollout comes flat: ``obs [rows, obs_dim]``, ``actions [rows, act_dim]``, the rest ``[rows]``, all
+    contiguous float32 on the CPU. For each part of ``torch.tensor_split(perm, num_minibatches)``: the
+    advantages normalized (if asked), log-probs and values, PPO's clipped surrogate loss, the value loss
+    clipped at ``value_clip`` (``math.inf``: unclipped) and the entropy bonus, their gradient, the gradient
+    norm clipped to ``max_grad_norm`` (``<= 0``: not clipped), and an Adam step (no weight decay). That is
+    algorithms/ppo.py's minibatch loop (autograd, ``torch.optim.Adam``), the definition; the results agree
+    within float32 rounding (tests/test_ppo_epoch.py), and this op gives the same bits on every x86-64 CPU.
+    A non-finite gradient norm stops the epoch before that step; its row and the later ones hold NaN except
+    that row's norm. CPU only; no gradient.
+    """
+    if not _COMPILED:
+        raise RuntimeError("rlarena.ppo_gaussian_mlp_epoch_ needs the compiled extension (rlarena._C)")
+    beta1, beta2 = betas
+    with torch.no_grad():
+        return torch.ops.rlarena.ppo_gaussian_mlp_epoch_.default(
+            obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches,
+            net.actor, net.critic, net.log_std, exp_avg, exp_avg_sq, step, net.activation,
+            clip_coef, value_clip, ent_coef, vf_coef, normalize_advantages, max_grad_norm,
+            lr, beta1, beta2, eps,
+        )  # fmt: skip
 
 
 def observe_(obs, t: int, raw_buf, obs_buf, mean, var, count, normalize: bool, clip: float) -> None:

@@ -163,6 +163,22 @@ class EvalOutput:
     dist: torch.distributions.Distribution  # batch shape = logp's shape (TRPO measures KL with it)
 
 
+@dataclass(frozen=True)
+class GaussianMLP:
+    """An actor-critic of two MLPs (no shared layers) with a Gaussian head and a state-independent log-std,
+    as plain tensors for the compiled ops that run it without torch modules (``ops.mlp_gaussian_act``,
+    ``ops.ppo_gaussian_mlp_epoch_``). The tensors are the policy's own Parameters."""
+
+    actor: list[torch.Tensor]  # [weight, bias] per linear layer, as nn.Linear stores them
+    critic: list[torch.Tensor]  # the same; one output
+    log_std: torch.Tensor  # [act_dim]
+    activation: str  # between layers: tanh, relu or elu
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Every parameter, in the compiled ops' order: actor, critic, log-std."""
+        return [*self.actor, *self.critic, self.log_std]
+
+
 class Policy(nn.Module, ABC):
     """An actor-critic. Environments pick the architecture; algorithms only use this interface."""
 
@@ -189,6 +205,11 @@ class Policy(nn.Module, ABC):
     @abstractmethod
     def critic_parameters(self) -> list[nn.Parameter]:
         """Parameters only the value loss trains (may be empty when actor and critic share everything)."""
+
+    def gaussian_mlp(self) -> GaussianMLP | None:
+        """This policy as a ``GaussianMLP`` when it is one (algorithms may then take compiled fast paths),
+        else None (the default: every algorithm works through ``act``, ``value`` and ``evaluate``)."""
+        return None
 
 
 class Environment(ABC):

@@ -1,4 +1,4 @@
-"""Seeded inputs for the op tests (CPU tensors; the CUDA tests move them to the device)."""
+"""Seeded inputs for the op and algorithm tests (CPU tensors; the CUDA tests move them to the device)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,25 @@ def make_value_loss(shape, dtype=torch.float32, seed=0, spread=0.3):
     value = old_value + spread * torch.randn(shape, generator=g, dtype=dtype)
     returns = old_value + torch.randn(shape, generator=g, dtype=dtype)
     return value, old_value, returns
+
+
+def policy_batch(policy, obs_dim: int, T: int = 16, N: int = 2, seed: int = 0, obs_scale: float = 1.0):
+    """A rollout ``policy`` could have collected on random observations: its own sampled actions, log-probs
+    and values (the draws seeded by ``seed``: the same batch for every copy of the policy), random rewards
+    and episode ends."""
+    from rlarena.rollout import RolloutBatch
+
+    g = torch.Generator().manual_seed(seed)
+    obs = obs_scale * torch.randn(T, N, obs_dim, generator=g)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        out = policy.act(obs.reshape(T * N, obs_dim))
+    return RolloutBatch(
+        obs=obs,
+        actions=out.action.reshape(T, N, -1),
+        logp=out.logp.reshape(T, N),
+        values=out.value.reshape(T, N),
+        rewards=torch.randn(T, N, generator=g),
+        dones=(torch.rand(T, N, generator=g) < 0.1).float(),
+        last_value=torch.zeros(N),
+    )

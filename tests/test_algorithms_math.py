@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from op_inputs import policy_batch
 from torch import nn
 from torch.distributions import Categorical
 
@@ -109,19 +110,7 @@ def _gaussian_policy() -> Policy:
 
 
 def _random_batch(policy: Policy, T: int = 16, N: int = 2, seed: int = 0) -> RolloutBatch:
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(T, N, 3, generator=g)
-    with torch.no_grad():
-        out = policy.act(obs.reshape(T * N, 3))
-    return RolloutBatch(
-        obs=obs,
-        actions=out.action.reshape(T, N, -1),
-        logp=out.logp.reshape(T, N),
-        values=out.value.reshape(T, N),
-        rewards=torch.randn(T, N, generator=g),
-        dones=(torch.rand(T, N, generator=g) < 0.1).float(),
-        last_value=torch.zeros(N),
-    )
+    return policy_batch(policy, 3, T, N, seed)
 
 
 def test_fisher_vector_product_matches_explicit_fisher():

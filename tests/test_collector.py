@@ -88,6 +88,35 @@ def test_compiled_policy_step_gives_the_same_bits_on_every_isa():
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
 
+@pytest.mark.parametrize("activation", ["tanh", "elu"])
+def test_the_deterministic_step_is_the_mean_and_draws_nothing(activation):
+    """Evaluation's step: the action is the actor's mean (within float32 rounding of nn.Linear's), its
+    log-prob that of the mode, the generator untouched; the same bits on every ISA variant."""
+    policy, args = _policy_args(17, 6, activation=activation)
+    obs = 3 * torch.randn(8, 17)
+    state = torch.get_rng_state()
+    previous = torch.ops.rlarena._config("isa", -1)
+    results = []
+    try:
+        for isa in (0, 1, 2):
+            torch.ops.rlarena._config("isa", isa)
+            with torch.no_grad():
+                results.append(policy.act(obs, deterministic=True))
+    finally:
+        torch.ops.rlarena._config("isa", previous)
+    assert torch.equal(state, torch.get_rng_state())
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(vars(results[0]).values(), vars(other).values()))
+    with torch.no_grad():
+        head, value = policy._features(obs)
+        mode_logp = policy._dist(head).log_prob(head)
+    torch.testing.assert_close(results[0].action, head, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0].logp, mode_logp, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(results[0].value, value, rtol=1e-5, atol=1e-5)
+    ref = ops.mlp_gaussian_act_reference(obs, *args, deterministic=True)
+    assert torch.equal(ref[0], head) and torch.equal(state, torch.get_rng_state())
+
+
 def test_the_reference_policy_step_is_the_distribution_path():
     policy, args = _policy_args()
     obs = torch.randn(4, 11)

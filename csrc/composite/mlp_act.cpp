@@ -1,5 +1,5 @@
 // One collector step of the default MLP actor-critic with a Gaussian head (algorithms/policies.py): the
-// sampled action, its log-prob and the value, for a batch of observations, without gradient.
+// sampled action (or the mean), its log-prob and the value, for a batch of observations, without gradient.
 //
 // This file is the device-independent version (CompositeExplicitAutograd): it runs exactly the ops of the
 // distribution path (nn.Linear, the activation, Normal.sample, Independent(Normal).log_prob), so its results
@@ -59,14 +59,16 @@ at::Tensor mlp_forward(const at::Tensor& x, at::TensorList params, Activation ac
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_gaussian_act_composite(const at::Tensor& obs, at::TensorList actor,
                                                                           at::TensorList critic,
                                                                           const at::Tensor& log_std,
-                                                                          c10::string_view activation) {
+                                                                          c10::string_view activation,
+                                                                          bool deterministic) {
   check_mlp(actor, "actor");
   check_mlp(critic, "critic");
   const Activation act = parse_activation(activation);
   const at::Tensor mean = mlp_forward(obs, actor, act);
   const at::Tensor value = mlp_forward(obs, critic, act).squeeze(-1);
   const at::Tensor scale = log_std.exp().expand_as(mean);
-  const at::Tensor action = at::normal(mean, scale);  // Normal.sample: torch.normal(loc, scale)
+  // Normal.sample: torch.normal(loc, scale); the mode: the mean itself
+  const at::Tensor action = deterministic ? mean.clone() : at::normal(mean, scale);
   const at::Tensor var = scale.pow(2);
   const at::Tensor logp =
       (action.sub(mean).pow(2).neg().div(var.mul(2)).sub(scale.log()).sub(kLogSqrt2Pi)).sum(-1);

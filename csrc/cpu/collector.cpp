@@ -12,7 +12,6 @@
 // calls. The arithmetic is rlarena/normalize.py's (Chan et al.'s parallel update, in float64, term by term in
 // the same order; sums over the sub-environments in index order), written without FMA contraction: the same
 // bits on every CPU, and the same as the numpy code for one sub-environment (tests/test_collector.py).
-#pragma GCC optimize("fp-contract=off")
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/clamp.h>

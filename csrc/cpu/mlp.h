@@ -6,12 +6,10 @@
 // few microseconds.
 //
 // Why the loops are shaped as they are: every sum runs over its terms in one fixed order; only independent
-// sums run side by side (in vector lanes or interleaved chains), never pieces of one sum. With floating-point contraction off (the pragma below: no FMA), the baseline, AVX2 and AVX-512
-// variants of a kernel therefore give the same bits on every x86-64 CPU; tests/test_collector.py checks
-// that. (MKL's matrix products, which nn.Linear uses, pick their blocking and their FMA use per CPU.)
+// sums run side by side (in vector lanes or interleaved chains), never pieces of one sum. With floating-point
+// contraction off (setup.py builds with -ffp-contract=off: no FMA), the baseline, AVX2 and AVX-512 variants of
+// a kernel therefore give the same bits on every x86-64 CPU; tests/test_collector.py checks that. (MKL's matrix products, which nn.Linear uses, pick their blocking and their FMA use per CPU.)
 #pragma once
-
-#pragma GCC optimize("fp-contract=off")
 
 #include <cstdint>
 
@@ -22,6 +20,12 @@ namespace cpu {
 namespace mlp {
 
 enum Activation : int { kTanh = 0, kRelu = 1, kElu = 2 };
+
+// The code of an activation's name (tanh, relu, elu), or -1 for any other name.
+inline int activation_code(const char* name, size_t size) {
+  const auto is = [&](const char* want, size_t n) { return size == n && __builtin_memcmp(name, want, n) == 0; };
+  return is("tanh", 4) ? kTanh : is("relu", 4) ? kRelu : is("elu", 3) ? kElu : -1;
+}
 
 // One nn.Linear: weight [out, in] row-major (as torch stores it), bias [out].
 struct Layer {
@@ -55,6 +59,14 @@ RLARENA_INLINE float activate(float z, int act) {
   return z > 0.0f ? z : vexp(z) - 1.0f;  // elu, alpha 1
 }
 
+// d output / d pre-activation times g, as torch's backward of each activation computes it: tanh from its
+// output h (1 - h^2), relu from z > 0, elu (alpha 1) from z (exp(z) where z <= 0).
+RLARENA_INLINE float activation_grad(float g, float z, float h, int act) {
+  if (act == kTanh) return g * (1.0f - h * h);
+  if (act == kRelu) return z > 0.0f ? g : 0.0f;
+  return z > 0.0f ? g : g * vexp(z);
+}
+
 // y[out] = bias + x[in] @ weight.T, each output's sum over the inputs in order. Eight outputs at a time
 // (eight independent chains for the CPU to overlap), reading the weight rows as torch stores them: no
 // transposed copy to write, which matters more than vector lanes when the collector calls this between
@@ -79,6 +91,65 @@ RLARENA_INLINE void linear_row(const Layer& l, const float* __restrict__ x, floa
   }
 }
 
+// C[m, n] = C[m, n] + sum_k A[m, k] B[k, n] for m < M, n < N (row-major, row strides lda, ldb, ldc): each
+// sum runs over k in order, term by term onto C's value, as linear_row's (so C holding the bias rows gives
+// linear_row's bits). Blocks of 8 rows x 16 columns are summed side by side in registers (independent sums
+// only: the vector width changes which sums share a register, never a sum's order).
+RLARENA_INLINE void matmul_acc(int64_t M, int64_t N, int64_t K, const float* __restrict__ A, int64_t lda,
+                               const float* __restrict__ B, int64_t ldb, float* __restrict__ C, int64_t ldc) {
+  constexpr int64_t R = 8, W = 16;
+  for (int64_t m0 = 0; m0 < M; m0 += R) {
+    const int64_t rows = M - m0 < R ? M - m0 : R;
+    for (int64_t n0 = 0; n0 < N; n0 += W) {
+      const int64_t cols = N - n0 < W ? N - n0 : W;
+      float acc[R][W];
+      if (rows == R && cols == W) {
+#pragma GCC unroll 8
+        for (int64_t r = 0; r < R; ++r)
+#pragma omp simd
+          for (int64_t j = 0; j < W; ++j) acc[r][j] = C[(m0 + r) * ldc + n0 + j];
+        for (int64_t k = 0; k < K; ++k) {
+          const float* __restrict__ b = B + k * ldb + n0;
+#pragma GCC unroll 8
+          for (int64_t r = 0; r < R; ++r) {
+            const float a = A[(m0 + r) * lda + k];
+#pragma omp simd
+            for (int64_t j = 0; j < W; ++j) acc[r][j] = acc[r][j] + a * b[j];
+          }
+        }
+#pragma GCC unroll 8
+        for (int64_t r = 0; r < R; ++r)
+#pragma omp simd
+          for (int64_t j = 0; j < W; ++j) C[(m0 + r) * ldc + n0 + j] = acc[r][j];
+      } else {
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < cols; ++j) acc[r][j] = C[(m0 + r) * ldc + n0 + j];
+        for (int64_t k = 0; k < K; ++k) {
+          const float* __restrict__ b = B + k * ldb + n0;
+          for (int64_t r = 0; r < rows; ++r) {
+            const float a = A[(m0 + r) * lda + k];
+            for (int64_t j = 0; j < cols; ++j) acc[r][j] = acc[r][j] + a * b[j];
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < cols; ++j) C[(m0 + r) * ldc + n0 + j] = acc[r][j];
+      }
+    }
+  }
+}
+
+// h[0..n) = activation(z) for a hidden layer, z itself for the last (output) layer.
+RLARENA_INLINE void activate_layer(const float* __restrict__ z, float* __restrict__ h, int64_t n, bool last,
+                                   int act) {
+  if (!last) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) h[j] = activate(z[j], act);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) h[j] = z[j];
+  }
+}
+
 // An MLP on one row: pre-activations z_l and outputs h_l of every layer written into `z` and `h` (layer l at
 // offset sum of the earlier layers' widths); the last layer has no activation (h = z there).
 RLARENA_INLINE void forward_row(const Layer* layers, int64_t n_layers, int act, const float* x, float* z,
@@ -87,13 +158,7 @@ RLARENA_INLINE void forward_row(const Layer* layers, int64_t n_layers, int act, 
   for (int64_t l = 0; l < n_layers; ++l) {
     linear_row(layers[l], input, z);
     const int64_t n = layers[l].out;
-    if (l + 1 < n_layers) {
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) h[j] = activate(z[j], act);
-    } else {
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) h[j] = z[j];
-    }
+    activate_layer(z, h, n, l + 1 == n_layers, act);
     input = h;
     z += n;
     h += n;

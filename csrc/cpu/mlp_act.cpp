@@ -5,7 +5,7 @@
 // distribution path (csrc/composite/mlp_act.cpp, the reference; tests/test_collector.py). The noise is drawn
 // exactly as torch.normal(mean, std) draws it (a standard normal tensor of the action's shape from the
 // default generator, then noise * std + mean), so the random stream is the reference's.
-#include "mlp.h"  // first: its fp-contract pragma must cover simd.h's functions too
+#include "mlp.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -21,7 +21,8 @@ namespace rlarena {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_gaussian_act_composite(const at::Tensor& obs, at::TensorList actor,
                                                                           at::TensorList critic,
                                                                           const at::Tensor& log_std,
-                                                                          c10::string_view activation);
+                                                                          c10::string_view activation,
+                                                                          bool deterministic);
 
 namespace cpu {
 namespace {
@@ -39,7 +40,8 @@ struct GaussianActArgs {
   int64_t critic_layers;
   int activation;
   const float* log_std;
-  const float* noise;  // [rows, act_dim] standard normal (may alias action: read first, then overwritten)
+  const float* noise;  // [rows, act_dim] standard normal (may alias action: read first, then overwritten);
+                      // null: the action is the mean
   int64_t act_dim;
   float* action;
   float* logp;
@@ -58,12 +60,15 @@ RLARENA_INLINE void gaussian_act_impl(const GaussianActArgs* a) {
     mlp::forward_row(a->actor, a->actor_layers, a->activation, x, a->z, a->h);
     const float* mean = a->h + actor_width - A;
     float* action = a->action + r * A;
-    const float* noise = a->noise + r * A;  // no __restrict__: may be action itself
+    const float* noise = a->noise == nullptr ? nullptr : a->noise + r * A;  // no __restrict__: may alias action
     float logp = 0.0f;
     for (int64_t k = 0; k < A; ++k) {  // in order: the sum over action dimensions has one order
       const float std = vexp(a->log_std[k]);
-      float sample = noise[k] * std;  // torch.normal: output.normal_(0, 1).mul_(std).add_(mean)
-      sample = sample + mean[k];
+      float sample = mean[k];
+      if (noise != nullptr) {
+        sample = noise[k] * std;  // torch.normal: output.normal_(0, 1).mul_(std).add_(mean)
+        sample = sample + mean[k];
+      }
       action[k] = sample;
       const float d = sample - mean[k];
       logp = logp + ((-(d * d) / (2.0f * (std * std)) - a->log_std[k]) - kLogSqrt2Pi);
@@ -77,10 +82,9 @@ RLARENA_INLINE void gaussian_act_impl(const GaussianActArgs* a) {
 RLARENA_ISA_DISPATCH(gaussian_act, gaussian_act_impl)
 
 int parse_activation(c10::string_view name) {
-  if (name == "tanh") return mlp::kTanh;
-  if (name == "relu") return mlp::kRelu;
-  TORCH_CHECK_VALUE(name == "elu", "rlarena.mlp_gaussian_act: activation must be tanh, relu or elu, got ", name);
-  return mlp::kElu;
+  const int code = mlp::activation_code(name.data(), name.size());
+  TORCH_CHECK_VALUE(code >= 0, "rlarena.mlp_gaussian_act: activation must be tanh, relu or elu, got ", name);
+  return code;
 }
 
 bool plain_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.device().is_cpu(); }
@@ -107,11 +111,11 @@ std::vector<mlp::Layer> layers_of(at::TensorList params, int64_t in, const char*
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_gaussian_act_cpu(const at::Tensor& obs, at::TensorList actor,
                                                                     at::TensorList critic, const at::Tensor& log_std,
-                                                                    c10::string_view activation) {
+                                                                    c10::string_view activation, bool deterministic) {
   bool plain = plain_float(obs) && plain_float(log_std) && obs.dim() == 2;
   for (const auto& p : actor) plain = plain && plain_float(p);
   for (const auto& p : critic) plain = plain && plain_float(p);
-  if (!plain) return mlp_gaussian_act_composite(obs, actor, critic, log_std, activation);
+  if (!plain) return mlp_gaussian_act_composite(obs, actor, critic, log_std, activation, deterministic);
 
   const int act = parse_activation(activation);
   const at::Tensor x = obs.contiguous();
@@ -128,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_gaussian_act_cpu(const at::Te
   const int64_t rows = x.size(0);
   const auto options = x.options();
   at::Tensor action = at::empty({rows, act_dim}, options);
-  action.normal_();  // the reference's draw (torch.normal(mean, std) fills a tensor of this shape first)
+  if (!deterministic) action.normal_();  // the reference's draw (torch.normal fills this shape first)
   at::Tensor logp = at::empty({rows}, options);
   at::Tensor value = at::empty({rows}, options);
   const int64_t width = std::max(mlp::total_width(actor_layers.data(), actor_layers.size()),
@@ -143,7 +147,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_gaussian_act_cpu(const at::Te
                              static_cast<int64_t>(critic_layers.size()),
                              act,
                              ls.data_ptr<float>(),
-                             action.data_ptr<float>(),  // the noise, read before each entry is overwritten
+                             // the noise, read before each entry is overwritten
+                             deterministic ? nullptr : action.data_ptr<float>(),
                              act_dim,
                              action.data_ptr<float>(),
                              logp.data_ptr<float>(),
