@@ -23,7 +23,7 @@ $(STAMP): setup.py pyproject.toml $(CSRC)
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q --no-build-isolation -e ".[test,ray]"
 	touch $(STAMP)
 
-run: $(STAMP)            ## the main job: PPO on Hopper-v5, 300k steps (about 4 min on a 2-core machine)
+run: $(STAMP)            ## the main job: PPO on Hopper-v5, 300k steps (about 1.5-3 min on a 2-core machine)
 	$(BIN)/rlarena train
 
 # One worker per core (2 on CI); loadgroup keeps the tests that share one trained model on one worker.

@@ -63,6 +63,13 @@ TORCH_LIBRARY(rlarena, m) {
   m.def(
       "observe_(Tensor obs, int t, Tensor(a!) raw_buf, Tensor(b!) obs_buf, Tensor(c!) mean, Tensor(d!) var,"
       " Tensor(e!) count, bool normalize, float clip) -> ()");
+  // observe_, mlp_gaussian_act on the normalized row, record_action_: one collector step before the simulator's.
+  m.def(
+      "gaussian_policy_step_(Tensor obs, int t, Tensor(a!) raw_buf, Tensor(b!) obs_buf, Tensor(c!) mean,"
+      " Tensor(d!) var, Tensor(e!) count, bool normalize, float clip, Tensor[] actor, Tensor[] critic,"
+      " Tensor log_std, str activation, Tensor(f!) actions, Tensor(g!) logp_buf, Tensor(h!) value_buf,"
+      " Tensor(i!) env_actions, Tensor low, Tensor high, bool clip_actions) -> ()",
+      {at::Tag::nondeterministic_seeded});
   m.def(
       "record_action_(Tensor action, Tensor logp, Tensor value, int t, Tensor(a!) actions, Tensor(b!) logp_buf,"
       " Tensor(c!) value_buf, Tensor(d!) env_actions, Tensor low, Tensor high, bool clip) -> ()");

@@ -196,6 +196,8 @@ class GymEnvironment(Environment):
         episode_length = torch.from_numpy(self._episode_length)
         normalize_obs, normalize_rewards = self.obs_rms is not None, self.return_rms is not None
         gamma, clip_actions, cpu = self.settings.gamma, self.continuous, self.device.type == "cpu"
+        # The default policy's step and the bookkeeping around it: one compiled call (same bits as three).
+        net = policy.gaussian_mlp() if cpu and self.continuous else None
 
         for t in range(T):
             if states is not None:
@@ -203,12 +205,18 @@ class GymEnvironment(Environment):
                     states[t, i, :nq] = data.qpos
                     states[t, i, nq:] = data.qvel
             observed = torch.from_numpy(np.ascontiguousarray(self._obs, dtype=np.float64))
-            ops.observe_(observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP)
-            out = act(obs_rows[t] if cpu else obs_rows[t].to(self.device))
-            ops.record_action_(
-                out.action.cpu(), out.logp.cpu(), out.value.cpu(), t,
-                actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
-            )  # fmt: skip
+            if net is not None:
+                ops.gaussian_policy_step_(
+                    observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP, net,
+                    actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
+                )  # fmt: skip
+            else:
+                ops.observe_(observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP)
+                out = act(obs_rows[t] if cpu else obs_rows[t].to(self.device))
+                ops.record_action_(
+                    out.action.cpu(), out.logp.cpu(), out.value.cpu(), t,
+                    actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
+                )  # fmt: skip
             next_obs, reward, terminated, truncated, info = step_envs(env_action_rows[t])
             flags = ops.record_reward_(
                 torch.from_numpy(np.ascontiguousarray(next_obs, dtype=np.float64)),

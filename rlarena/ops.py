@@ -32,6 +32,8 @@ __all__ = [
     "PPO_EPOCH_STATS",
     "mlp_gaussian_act_reference",
     "observe_",
+    "gaussian_policy_step_",
+    "gaussian_policy_step_reference",
     "observe_reference",
     "record_action_",
     "record_action_reference",
@@ -330,6 +332,10 @@ def _register_fake_kernels() -> None:
     def _observe_fake(obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip):
         return None
 
+    @torch.library.register_fake("rlarena::gaussian_policy_step_")
+    def _policy_step_fake(*args):
+        return None
+
     @torch.library.register_fake("rlarena::record_action_")
     def _record_action_fake(*args):
         return None
@@ -499,6 +505,33 @@ def observe_(obs, t: int, raw_buf, obs_buf, mean, var, count, normalize: bool, c
         torch.ops.rlarena.observe_.default(obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip)
     else:
         observe_reference(obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip)
+
+
+def gaussian_policy_step_reference(
+    obs, t: int, raw_buf, obs_buf, mean, var, count, normalize: bool, clip: float, net,
+    actions, logp_buf, value_buf, env_actions, low, high, clip_actions: bool,
+) -> None:  # fmt: skip
+    """The collector's step before the simulator's, for a ``GaussianMLP``; see ``gaussian_policy_step_``."""
+    observe_reference(obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip)
+    out = mlp_gaussian_act_reference(obs_buf[t], net.actor, net.critic, net.log_std, net.activation)
+    record_action_reference(*out, t, actions, logp_buf, value_buf, env_actions, low, high, clip_actions)
+
+
+def gaussian_policy_step_(
+    obs, t: int, raw_buf, obs_buf, mean, var, count, normalize: bool, clip: float, net,
+    actions, logp_buf, value_buf, env_actions, low, high, clip_actions: bool,
+) -> None:  # fmt: skip
+    """``observe_``, the step of ``net`` (a ``GaussianMLP``: ``mlp_gaussian_act``) on the row it wrote to
+    ``obs_buf[t]``, and ``record_action_`` of its outputs, as one call: the gym collector's whole step before
+    the simulator's for the default policy (each call from Python costs more than these kernels inside the
+    loop). The same random draw and bits as the three calls."""
+    args = (obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip)
+    rest = (actions, logp_buf, value_buf, env_actions, low, high, clip_actions)
+    if _COMPILED and obs.device.type == "cpu":
+        mlp = (net.actor, net.critic, net.log_std, net.activation)
+        torch.ops.rlarena.gaussian_policy_step_.default(*args, *mlp, *rest)
+    else:
+        gaussian_policy_step_reference(*args, net, *rest)
 
 
 def record_action_(

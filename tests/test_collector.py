@@ -131,9 +131,13 @@ def test_the_reference_policy_step_is_the_distribution_path():
 @pytest.mark.parametrize("n", [1, 3])
 def test_compiled_bookkeeping_matches_the_reference_bookkeeping(n, monkeypatch):
     """The collector's per-step ops (observe_, record_action_, record_reward_) against their torch
-    references, over two rollouts (the running normalizers carry over) with one policy: bit-identical."""
+    references, over two rollouts (the running normalizers carry over) with one policy: bit-identical. The
+    fast side takes the default policy's fused step (gaussian_policy_step_: observe_, the policy's step and
+    record_action_ in one call); the slow side makes the three calls, with the references."""
     fast, slow = _built(n=n), _built(n=n)
     slow.policy.load_state_dict(fast.policy.state_dict())
+    assert fast.policy.gaussian_mlp() is not None
+    monkeypatch.setattr(slow.policy, "gaussian_mlp", lambda: None)
     for _ in range(2):
         torch.manual_seed(7)
         a = fast.env.collect(fast.policy, 300)  # Hopper's 1000-step limit is not reached: see bootstrap below

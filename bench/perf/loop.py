@@ -94,6 +94,9 @@ class ConstantPolicy:
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.zeros(obs.shape[0])
 
+    def gaussian_mlp(self) -> None:
+        return None
+
 
 def sb3_ppo(shape: Shape, seed: int = 0):
     """SB3's PPO with the same work per iteration, its rollout buffer filled once; None without SB3."""
