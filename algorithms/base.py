@@ -200,6 +200,13 @@ class Algorithm(ABC):
         for group in optimizer.param_groups:
             group["lr"] = lr
 
+    def non_finite_gradient(self) -> FloatingPointError:
+        """The error for a non-finite gradient norm (raised before the optimizer steps)."""
+        return FloatingPointError(
+            f"{type(self).__name__}: non-finite gradient norm at update {self.num_updates}; "
+            "check the learning rate and the rewards"
+        )
+
     def clip_and_step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> float:
         """Clip the gradient norm (if configured), check it is finite, and step. Returns the norm."""
         if self.cfg.max_grad_norm > 0:
@@ -209,10 +216,7 @@ class Algorithm(ABC):
                 torch.stack([p.grad.norm() for p in params if p.grad is not None])
             )
         if not torch.isfinite(norm):
-            raise FloatingPointError(
-                f"{type(self).__name__}: non-finite gradient norm at update {self.num_updates}; "
-                "check the learning rate and the rewards"
-            )
+            raise self.non_finite_gradient()
         optimizer.step()
         return float(norm)
 

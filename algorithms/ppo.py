@@ -167,10 +167,7 @@ class PPO(Algorithm):
                 max_grad_norm=cfg.max_grad_norm, lr=lr, betas=group["betas"], eps=group["eps"],
             )  # fmt: skip
             if not torch.isfinite(stats[:, 5]).all():
-                raise FloatingPointError(
-                    f"{type(self).__name__}: non-finite gradient norm at update {self.num_updates}; "
-                    "check the learning rate and the rewards"
-                )
+                raise self.non_finite_gradient()
             return stats[:, :5].tolist()
 
         return epoch
