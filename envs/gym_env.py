@@ -185,31 +185,50 @@ class GymEnvironment(Environment):
         episode_returns: list[float] = []
         episode_lengths: list[int] = []
         step_envs, act = self.envs.step, policy.act
-        # The per-step bookkeeping runs as three compiled calls (rlarena.ops.observe_, record_action_,
+        # The per-step bookkeeping runs as compiled calls (rlarena.ops.observe_, record_action_,
         # record_reward_) in place on these: buffers, running statistics (views of the normalizers' arrays)
-        # and episode counters.
+        # and episode counters, bound once per rollout (re-packing them every step costs more than the work).
         none = torch.zeros(())
         obs_stats = self.obs_rms.tensors() if self.obs_rms is not None else (none, none, none)
         ret_stats = self.return_rms.tensors() if self.return_rms is not None else (none, none, none)
+        normalize_obs = self.obs_rms is not None
+        clip_actions, cpu = self.continuous, self.device.type == "cpu"
         discounted = torch.from_numpy(self._discounted_return)
-        episode_return = torch.from_numpy(self._episode_return)
-        episode_length = torch.from_numpy(self._episode_length)
-        normalize_obs, normalize_rewards = self.obs_rms is not None, self.return_rms is not None
-        gamma, clip_actions, cpu = self.settings.gamma, self.continuous, self.device.type == "cpu"
+        record_reward = ops.bind_record_reward(
+            raw_rewards, rewards, dones, terminated_buf, discounted, *ret_stats, self.return_rms is not None,
+            self.settings.gamma, REWARD_CLIP,
+            torch.from_numpy(self._episode_return), torch.from_numpy(self._episode_length),
+        )  # fmt: skip
         # The default policy's step and the bookkeeping around it: one compiled call (same bits as three).
         net = policy.gaussian_mlp() if cpu and self.continuous else None
+        policy_step = (
+            ops.bind_gaussian_policy_step(
+                raw_obs_buf,
+                obs_buf,
+                *obs_stats,
+                normalize_obs,
+                OBS_CLIP,
+                net,
+                actions,
+                logp_buf,
+                value_buf,
+                env_actions,
+                low,
+                high,
+                clip_actions,
+            )  # fmt: skip
+            if net is not None
+            else None
+        )
+        observed = torch.from_numpy(np.ascontiguousarray(self._obs, dtype=np.float64))
 
         for t in range(T):
             if states is not None:
                 for i, data in enumerate(self._sim_data):  # copies into the buffer: no allocation per step
                     states[t, i, :nq] = data.qpos
                     states[t, i, nq:] = data.qvel
-            observed = torch.from_numpy(np.ascontiguousarray(self._obs, dtype=np.float64))
-            if net is not None:
-                ops.gaussian_policy_step_(
-                    observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP, net,
-                    actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
-                )  # fmt: skip
+            if policy_step is not None:
+                policy_step(observed, t)
             else:
                 ops.observe_(observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP)
                 out = act(obs_rows[t] if cpu else obs_rows[t].to(self.device))
@@ -218,33 +237,37 @@ class GymEnvironment(Environment):
                     actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
                 )  # fmt: skip
             next_obs, reward, terminated, truncated, info = step_envs(env_action_rows[t])
-            flags = ops.record_reward_(
-                torch.from_numpy(np.ascontiguousarray(next_obs, dtype=np.float64)),
+            # the next step's observation (SAME_STEP autoreset: a reset one where an episode ended)
+            observed = torch.from_numpy(np.ascontiguousarray(next_obs, dtype=np.float64))
+            flags = record_reward(
+                observed,
                 torch.from_numpy(np.ascontiguousarray(reward, dtype=np.float64)),
                 torch.from_numpy(terminated),
                 torch.from_numpy(truncated),
-                t, raw_rewards, rewards, dones, terminated_buf, discounted, *ret_stats,
-                normalize_rewards, gamma, REWARD_CLIP, episode_return, episode_length,
-            )  # fmt: skip
-            if flags & ops.RECORD_NON_FINITE:
-                self._raise_non_finite(next_obs, reward, t)
-            # A truncated episode did not end: bootstrap from the value of its final observation.
-            # Rare (a time limit): evaluated at once, with the normalizer of this step.
-            if flags & ops.RECORD_CUT:
-                cut = truncated & ~terminated
-                final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
-                if not np.isfinite(final_obs).all():
-                    finals = np.zeros_like(next_obs)
-                    finals[cut] = final_obs
-                    self._raise_non_finite(finals, reward, t, "final observation")
-                bootstrap[t, cut] = policy.value(self._tensor(self.normalize_obs(final_obs))).cpu().numpy()
-            if flags & ops.RECORD_ENDED:
-                done = terminated | truncated
-                for i in np.flatnonzero(done):
-                    episode_returns.append(float(self._episode_return[i]))
-                    episode_lengths.append(int(self._episode_length[i]))
-                self._episode_return[done] = 0.0
-                self._episode_length[done] = 0
+                t,
+            )
+            if flags:  # rare: an episode ended, a time limit cut one, or a value is not finite
+                if flags & ops.RECORD_NON_FINITE:
+                    self._raise_non_finite(next_obs, reward, t)
+                # A truncated episode did not end: bootstrap from the value of its final observation.
+                # Rare (a time limit): evaluated at once, with the normalizer of this step.
+                if flags & ops.RECORD_CUT:
+                    cut = truncated & ~terminated
+                    final_obs = np.stack([info["final_obs"][i] for i in np.flatnonzero(cut)])
+                    if not np.isfinite(final_obs).all():
+                        finals = np.zeros_like(next_obs)
+                        finals[cut] = final_obs
+                        self._raise_non_finite(finals, reward, t, "final observation")
+                    bootstrap[t, cut] = (
+                        policy.value(self._tensor(self.normalize_obs(final_obs))).cpu().numpy()
+                    )
+                if flags & ops.RECORD_ENDED:
+                    done = terminated | truncated
+                    for i in np.flatnonzero(done):
+                        episode_returns.append(float(self._episode_return[i]))
+                        episode_lengths.append(int(self._episode_length[i]))
+                    self._episode_return[done] = 0.0
+                    self._episode_length[done] = 0
             self._obs = next_obs
         self._steps_done += T * N
 

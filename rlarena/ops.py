@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -34,6 +35,8 @@ __all__ = [
     "observe_",
     "gaussian_policy_step_",
     "gaussian_policy_step_reference",
+    "bind_gaussian_policy_step",
+    "bind_record_reward",
     "observe_reference",
     "record_action_",
     "record_action_reference",
@@ -532,6 +535,39 @@ def gaussian_policy_step_(
         torch.ops.rlarena.gaussian_policy_step_.default(*args, *mlp, *rest)
     else:
         gaussian_policy_step_reference(*args, net, *rest)
+
+
+def bind_gaussian_policy_step(
+    raw_buf, obs_buf, mean, var, count, normalize: bool, clip: float, net,
+    actions, logp_buf, value_buf, env_actions, low, high, clip_actions: bool,
+) -> Callable[[torch.Tensor, int], None]:  # fmt: skip
+    """``gaussian_policy_step_`` with every argument but ``obs`` and ``t`` bound (the collector's buffers,
+    statistics and policy, fixed for a rollout): ``step(obs, t)``. Compiled, it is a method of
+    ``torch.classes.rlarena.GaussianPolicyStep``, which checks and views the policy's parameters once: each op
+    call from Python parses all twenty arguments, which at one environment costs more than the policy's
+    arithmetic. The same kernel and bits as the op."""
+    head = (raw_buf, obs_buf, mean, var, count, normalize, clip)
+    tail = (actions, logp_buf, value_buf, env_actions, low, high, clip_actions)
+    if _COMPILED and obs_buf.device.type == "cpu":
+        mlp = (list(net.actor), list(net.critic), net.log_std, net.activation)
+        return torch.classes.rlarena.GaussianPolicyStep(*head, *mlp, *tail).step
+    return lambda obs, t: gaussian_policy_step_reference(obs, t, *head, net, *tail)
+
+
+def bind_record_reward(
+    raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count, normalize: bool,
+    gamma: float, clip: float, episode_return, episode_length,
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], int]:  # fmt: skip
+    """``record_reward_`` with every argument after ``t`` bound: ``record(next_obs, reward, terminated,
+    truncated, t) -> flags`` (compiled: ``torch.classes.rlarena.RewardRecorder``; see
+    ``bind_gaussian_policy_step``)."""
+    rest = (raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count, normalize)
+    rest += (gamma, clip, episode_return, episode_length)
+    if _COMPILED and rewards.device.type == "cpu":
+        return torch.classes.rlarena.RewardRecorder(*rest).record
+    return lambda next_obs, reward, terminated, truncated, t: record_reward_reference(
+        next_obs, reward, terminated, truncated, t, *rest
+    )
 
 
 def record_action_(

@@ -128,6 +128,57 @@ def test_the_reference_policy_step_is_the_distribution_path():
     assert all(torch.equal(a, b) for a, b in zip(ref, (out.action, out.logp, out.value)))
 
 
+def _bind_record_reward_reference(*bound):
+    return lambda next_obs, reward, terminated, truncated, t: ops.record_reward_reference(
+        next_obs, reward, terminated, truncated, t, *bound
+    )
+
+
+def _step_buffers(T: int, n: int, obs_dim: int, act_dim: int, normalize: bool):
+    """Fresh collector buffers and statistics for ``gaussian_policy_step_`` (in its argument order)."""
+    stats = (torch.zeros(obs_dim, dtype=torch.float64), torch.ones(obs_dim, dtype=torch.float64))
+    head = (
+        torch.zeros(T, n, obs_dim),
+        torch.zeros(T, n, obs_dim),
+        *stats,
+        torch.tensor(1e-4, dtype=torch.float64),
+    )
+    tail = (torch.zeros(T, n, act_dim), torch.zeros(T, n), torch.zeros(T, n), torch.zeros(T, n, act_dim))
+    bounds = (torch.full((act_dim,), -0.5), torch.full((act_dim,), 0.5), True)
+    return (*head, normalize, 5.0), (*tail, *bounds)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("n,obs_dim,act_dim", [(1, 11, 3), (3, 17, 6)])
+def test_fused_policy_step_and_its_bound_form_give_the_three_calls_bits(n, obs_dim, act_dim, normalize):
+    """gaussian_policy_step_ (the op) and bind_gaussian_policy_step (the rollout-bound class the collector
+    calls) against observe_, mlp_gaussian_act and record_action_ called one after another: the same random
+    draws and the same bits in every buffer, the statistics included, over several rows."""
+    policy, _ = _policy_args(obs_dim, act_dim)
+    net = policy.gaussian_mlp()
+    T = 6
+    obs = torch.randn(T, n, obs_dim, dtype=torch.float64) * 3
+    three = _step_buffers(T, n, obs_dim, act_dim, normalize)
+    fused = _step_buffers(T, n, obs_dim, act_dim, normalize)
+    bound = _step_buffers(T, n, obs_dim, act_dim, normalize)
+    step = ops.bind_gaussian_policy_step(*bound[0], net, *bound[1])
+    for t in range(T):
+        torch.manual_seed(t)
+        ops.observe_(obs[t], t, *three[0])
+        out = ops.mlp_gaussian_act(three[0][1][t], net.actor, net.critic, net.log_std, net.activation)
+        ops.record_action_(*out, t, *three[1])
+        torch.manual_seed(t)
+        ops.gaussian_policy_step_(obs[t], t, *fused[0], net, *fused[1])
+        torch.manual_seed(t)
+        step(obs[t], t)
+    for got in (fused, bound):
+        for want_part, got_part in zip(three, got):
+            for want, have in zip(want_part, got_part):
+                if isinstance(want, torch.Tensor):
+                    assert torch.equal(want, have)
+    assert not torch.equal(three[1][0][0], three[1][0][1])  # the draws differ from row to row
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_compiled_bookkeeping_matches_the_reference_bookkeeping(n, monkeypatch):
     """The collector's per-step ops (observe_, record_action_, record_reward_) against their torch
@@ -143,8 +194,9 @@ def test_compiled_bookkeeping_matches_the_reference_bookkeeping(n, monkeypatch):
         a = fast.env.collect(fast.policy, 300)  # Hopper's 1000-step limit is not reached: see bootstrap below
         torch.manual_seed(7)
         with monkeypatch.context() as patch:
-            for op in ("observe_", "record_action_", "record_reward_"):
+            for op in ("observe_", "record_action_"):
                 patch.setattr(ops, op, getattr(ops, op.rstrip("_") + "_reference"))
+            patch.setattr(ops, "bind_record_reward", _bind_record_reward_reference)
             b = slow.env.collect(slow.policy, 300)
         for name in (
             "obs",

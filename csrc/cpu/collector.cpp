@@ -15,14 +15,20 @@
 // the same order; sums over the sub-environments in index order), written without FMA contraction: the same
 // bits on every CPU, and the same as the numpy code for one sub-environment (tests/test_collector.py).
 
+#include "mlp_act.h"
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/clamp.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/custom_class.h>
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <tuple>
 #include <vector>
 
@@ -192,21 +198,136 @@ int64_t record_reward_cpu(const at::Tensor& next_obs, const at::Tensor& reward, 
 using ActFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, at::TensorList, at::TensorList,
                                                              const at::Tensor&, c10::string_view, bool);
 
-// observe_, then the default policy's step on the normalized row (mlp_gaussian_act), then record_action_:
-// the collector's whole step before the simulator's, as one call from Python (each call from Python costs
-// more than these kernels when the simulator's step has just evicted the interpreter's and torch's state).
+bool plain_row_buffer(const at::Tensor& buf, int64_t t, int64_t row_numel) {
+  return buf.scalar_type() == at::kFloat && buf.device().is_cpu() && buf.is_contiguous() && buf.dim() >= 1 &&
+         t >= 0 && t < buf.size(0) && buf.numel() == buf.size(0) * row_numel;
+}
+
+// gaussian_policy_step_ with its buffers, statistics and policy bound once per rollout (a custom class:
+// torch.classes.rlarena.GaussianPolicyStep; rlarena.ops.bind_gaussian_policy_step). The op call parses every
+// argument against its schema from Python, ~0.25 us each, and checks and views the policy's twelve
+// parameter tensors: at one environment that cost more than the policy's arithmetic. step(obs, t) takes only
+// what changes. The op itself is this class, built for one call: one implementation, the same bits.
+struct GaussianPolicyStep : torch::CustomClassHolder {
+  GaussianPolicyStep(at::Tensor raw_buf, at::Tensor obs_buf, at::Tensor mean, at::Tensor var, at::Tensor count,
+                     bool normalize, double clip, std::vector<at::Tensor> actor, std::vector<at::Tensor> critic,
+                     at::Tensor log_std, const std::string& activation, at::Tensor actions, at::Tensor logp_buf,
+                     at::Tensor value_buf, at::Tensor env_actions, at::Tensor low, at::Tensor high, bool clip_actions)
+      : raw_buf(std::move(raw_buf)),
+        obs_buf(std::move(obs_buf)),
+        mean(std::move(mean)),
+        var(std::move(var)),
+        count(std::move(count)),
+        normalize(normalize),
+        clip(clip),
+        actor(std::move(actor)),
+        critic(std::move(critic)),
+        log_std(std::move(log_std)),
+        activation(activation),
+        actions(std::move(actions)),
+        logp_buf(std::move(logp_buf)),
+        value_buf(std::move(value_buf)),
+        env_actions(std::move(env_actions)),
+        low(std::move(low)),
+        high(std::move(high)),
+        clip_actions(clip_actions),
+        net(this->obs_buf.dim() == 3 ? this->obs_buf.size(2) : 0, this->actor, this->critic, this->log_std,
+            activation) {
+    const int64_t rows = this->obs_buf.dim() == 3 ? this->obs_buf.size(1) : 0, a = net.act_dim;
+    // The whole row written in place: float32 buffers (the MuJoCo case) and a Box action space.
+    fast = net.plain && clip_actions && plain_row_buffer(this->actions, 0, rows * a) &&
+           plain_row_buffer(this->env_actions, 0, rows * a) && plain_row_buffer(this->logp_buf, 0, rows) &&
+           plain_row_buffer(this->value_buf, 0, rows) && this->low.numel() == a && this->high.numel() == a &&
+           this->low.scalar_type() == at::kFloat && this->high.scalar_type() == at::kFloat &&
+           this->low.is_contiguous() && this->high.is_contiguous();
+    if (fast) {
+      noise = at::empty({rows, a}, this->actions.options());
+      scratch.resize(net.scratch_size());
+    }
+  }
+
+  // observe_ of `obs` at row t, the policy's step on the normalized row, record_action_ of its outputs.
+  void step(const at::Tensor& obs, int64_t t) const {
+    observe_cpu(obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip);
+    const int64_t n = obs.size(0), d = obs.size(1);
+    if (fast && d == net.obs_dim) {
+      const int64_t a = net.act_dim;
+      float* action = actions.data_ptr<float>() + t * n * a;
+      noise.normal_();  // torch.normal's draw: a standard normal [n, a] tensor (mlp_gaussian_act's)
+      net.act(obs_buf.data_ptr<float>() + t * n * d, n, noise.data_ptr<float>(), action,
+              logp_buf.data_ptr<float>() + t * n, value_buf.data_ptr<float>() + t * n, scratch.data());
+      const float* lo = low.data_ptr<float>();
+      const float* hi = high.data_ptr<float>();
+      float* env_out = env_actions.data_ptr<float>() + t * n * a;
+      for (int64_t i = 0; i < n * a; ++i) {  // record_action_'s clip: np.maximum then np.minimum
+        const float v = action[i] > lo[i % a] ? action[i] : lo[i % a];
+        env_out[i] = v < hi[i % a] ? v : hi[i % a];
+      }
+      return;
+    }
+    static const auto act =
+        c10::Dispatcher::singleton().findSchemaOrThrow("rlarena::mlp_gaussian_act", "").typed<ActFn>();
+    const auto [action, logp, value] = act.call(obs_buf.select(0, t), actor, critic, log_std, activation, false);
+    record_action_cpu(action, logp, value, t, actions, logp_buf, value_buf, env_actions, low, high, clip_actions);
+  }
+
+  at::Tensor raw_buf, obs_buf, mean, var, count;
+  bool normalize;
+  double clip;
+  std::vector<at::Tensor> actor, critic;
+  at::Tensor log_std;
+  std::string activation;
+  at::Tensor actions, logp_buf, value_buf, env_actions, low, high;
+  bool clip_actions;
+  GaussianMLPView net;
+  bool fast = false;
+  at::Tensor noise;                     // the step's draw, [N, act_dim]
+  mutable std::vector<float> scratch;  // the MLP's activations
+};
+
 void gaussian_policy_step_cpu(const at::Tensor& obs, int64_t t, const at::Tensor& raw_buf, const at::Tensor& obs_buf,
                               const at::Tensor& mean, const at::Tensor& var, const at::Tensor& count, bool normalize,
                               double clip, at::TensorList actor, at::TensorList critic, const at::Tensor& log_std,
                               c10::string_view activation, const at::Tensor& actions, const at::Tensor& logp_buf,
                               const at::Tensor& value_buf, const at::Tensor& env_actions, const at::Tensor& low,
                               const at::Tensor& high, bool clip_actions) {
-  static const auto act =
-      c10::Dispatcher::singleton().findSchemaOrThrow("rlarena::mlp_gaussian_act", "").typed<ActFn>();
-  observe_cpu(obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip);
-  const auto [action, logp, value] = act.call(obs_buf.select(0, t), actor, critic, log_std, activation, false);
-  record_action_cpu(action, logp, value, t, actions, logp_buf, value_buf, env_actions, low, high, clip_actions);
+  GaussianPolicyStep(raw_buf, obs_buf, mean, var, count, normalize, clip, actor.vec(), critic.vec(), log_std,
+                     std::string(activation), actions, logp_buf, value_buf, env_actions, low, high, clip_actions)
+      .step(obs, t);
 }
+
+// record_reward_ bound once per rollout (torch.classes.rlarena.RewardRecorder;
+// rlarena.ops.bind_record_reward): record(next_obs, reward, terminated, truncated, t) -> flags.
+struct RewardRecorder : torch::CustomClassHolder {
+  RewardRecorder(at::Tensor raw_rewards, at::Tensor rewards, at::Tensor dones, at::Tensor terminated_buf,
+                 at::Tensor discounted, at::Tensor ret_mean, at::Tensor ret_var, at::Tensor ret_count, bool normalize,
+                 double gamma, double clip, at::Tensor episode_return, at::Tensor episode_length)
+      : raw_rewards(std::move(raw_rewards)),
+        rewards(std::move(rewards)),
+        dones(std::move(dones)),
+        terminated_buf(std::move(terminated_buf)),
+        discounted(std::move(discounted)),
+        ret_mean(std::move(ret_mean)),
+        ret_var(std::move(ret_var)),
+        ret_count(std::move(ret_count)),
+        normalize(normalize),
+        gamma(gamma),
+        clip(clip),
+        episode_return(std::move(episode_return)),
+        episode_length(std::move(episode_length)) {}
+
+  int64_t record(const at::Tensor& next_obs, const at::Tensor& reward, const at::Tensor& terminated,
+                 const at::Tensor& truncated, int64_t t) const {
+    return record_reward_cpu(next_obs, reward, terminated, truncated, t, raw_rewards, rewards, dones, terminated_buf,
+                             discounted, ret_mean, ret_var, ret_count, normalize, gamma, clip, episode_return,
+                             episode_length);
+  }
+
+  at::Tensor raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count;
+  bool normalize;
+  double gamma, clip;
+  at::Tensor episode_return, episode_length;
+};
 
 }  // namespace
 }  // namespace cpu
@@ -217,4 +338,18 @@ TORCH_LIBRARY_IMPL(rlarena, CPU, m) {
   m.impl("observe_", &rlarena::cpu::observe_cpu);
   m.impl("record_reward_", &rlarena::cpu::record_reward_cpu);
   m.impl("record_action_", &rlarena::cpu::record_action_cpu);
+}
+
+TORCH_LIBRARY_FRAGMENT(rlarena, m) {
+  using rlarena::cpu::GaussianPolicyStep;
+  using rlarena::cpu::RewardRecorder;
+  m.class_<GaussianPolicyStep>("GaussianPolicyStep")
+      .def(torch::init<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool, double,
+                       std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, std::string, at::Tensor,
+                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool>())
+      .def("step", &GaussianPolicyStep::step);
+  m.class_<RewardRecorder>("RewardRecorder")
+      .def(torch::init<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                       at::Tensor, bool, double, double, at::Tensor, at::Tensor>())
+      .def("record", &RewardRecorder::record);
 }

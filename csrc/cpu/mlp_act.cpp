@@ -5,10 +5,12 @@
 // distribution path (csrc/composite/mlp_act.cpp, the reference; tests/test_collector.py). The noise is drawn
 // exactly as torch.normal(mean, std) draws it (a standard normal tensor of the action's shape from the
 // default generator, then noise * std + mean), so the random stream is the reference's.
+#include "mlp_act.h"
 #include "mlp.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -109,54 +111,83 @@ std::vector<mlp::Layer> layers_of(at::TensorList params, int64_t in, const char*
   return layers;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_gaussian_act_cpu(const at::Tensor& obs, at::TensorList actor,
-                                                                    at::TensorList critic, const at::Tensor& log_std,
-                                                                    c10::string_view activation, bool deterministic) {
-  bool plain = plain_float(obs) && plain_float(log_std) && obs.dim() == 2;
+}  // namespace
+
+GaussianMLPView::GaussianMLPView(int64_t obs_dim, at::TensorList actor, at::TensorList critic,
+                                 const at::Tensor& log_std, c10::string_view activation) {
+  plain = plain_float(log_std);
   for (const auto& p : actor) plain = plain && plain_float(p);
   for (const auto& p : critic) plain = plain && plain_float(p);
-  if (!plain) return mlp_gaussian_act_composite(obs, actor, critic, log_std, activation, deterministic);
-
-  const int act = parse_activation(activation);
-  const at::Tensor x = obs.contiguous();
-  const at::Tensor ls = log_std.contiguous();
-  std::vector<at::Tensor> keep;
-  const std::vector<mlp::Layer> actor_layers = layers_of(actor, x.size(1), "actor", keep);
-  const std::vector<mlp::Layer> critic_layers = layers_of(critic, x.size(1), "critic", keep);
-  const int64_t act_dim = actor_layers.back().out;
-  TORCH_CHECK_VALUE(ls.dim() == 1 && ls.size(0) == act_dim, "rlarena.mlp_gaussian_act: log_std has shape ",
-                    ls.sizes(), " but the actor has ", act_dim, " outputs");
+  if (!plain) return;
+  activation_code = parse_activation(activation);
+  log_std_ = log_std.contiguous();
+  actor_layers = layers_of(actor, obs_dim, "actor", keep);
+  critic_layers = layers_of(critic, obs_dim, "critic", keep);
+  this->obs_dim = obs_dim;
+  act_dim = actor_layers.back().out;
+  TORCH_CHECK_VALUE(log_std_.dim() == 1 && log_std_.size(0) == act_dim, "rlarena.mlp_gaussian_act: log_std has shape ",
+                    log_std_.sizes(), " but the actor has ", act_dim, " outputs");
   TORCH_CHECK_VALUE(critic_layers.back().out == 1, "rlarena.mlp_gaussian_act: the critic must have one output, got ",
                     critic_layers.back().out);
+}
 
-  const int64_t rows = x.size(0);
-  const auto options = x.options();
-  at::Tensor action = at::empty({rows, act_dim}, options);
-  if (!deterministic) action.normal_();  // the reference's draw (torch.normal fills this shape first)
-  at::Tensor logp = at::empty({rows}, options);
-  at::Tensor value = at::empty({rows}, options);
-  const int64_t width = std::max(mlp::total_width(actor_layers.data(), actor_layers.size()),
-                                 mlp::total_width(critic_layers.data(), critic_layers.size()));
-  std::vector<float> scratch(2 * width);
-  const GaussianActArgs args{x.data_ptr<float>(),
+int64_t GaussianMLPView::scratch_size() const {
+  return 2 * std::max(mlp::total_width(actor_layers.data(), actor_layers.size()),
+                      mlp::total_width(critic_layers.data(), critic_layers.size()));
+}
+
+void GaussianMLPView::act(const float* obs, int64_t rows, const float* noise, float* action, float* logp,
+                          float* value, float* scratch) const {
+  const int64_t width = scratch_size() / 2;
+  const GaussianActArgs args{obs,
                              rows,
-                             x.size(1),
+                             obs_dim,
                              actor_layers.data(),
                              static_cast<int64_t>(actor_layers.size()),
                              critic_layers.data(),
                              static_cast<int64_t>(critic_layers.size()),
-                             act,
-                             ls.data_ptr<float>(),
-                             // the noise, read before each entry is overwritten
-                             deterministic ? nullptr : action.data_ptr<float>(),
+                             activation_code,
+                             log_std_.data_ptr<float>(),
+                             noise,
                              act_dim,
-                             action.data_ptr<float>(),
-                             logp.data_ptr<float>(),
-                             value.data_ptr<float>(),
-                             scratch.data(),
-                             scratch.data() + width};
+                             action,
+                             logp,
+                             value,
+                             scratch,
+                             scratch + width};
   gaussian_act<float>(&args);
-  return {action, logp, value};
+}
+
+void GaussianMLPView::act(const float* obs, int64_t rows, bool deterministic, float* action, float* logp,
+                          float* value) const {
+  if (!deterministic) {
+    // The reference's draw: torch.normal fills a fresh [rows, act_dim] tensor; filling the caller's memory
+    // through a view of that shape draws the same numbers (read before each entry is overwritten).
+    at::from_blob(action, {rows, act_dim}, log_std_.options()).normal_();
+  }
+  std::vector<float> scratch(scratch_size());
+  act(obs, rows, deterministic ? nullptr : action, action, logp, value, scratch.data());
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_gaussian_act_cpu(const at::Tensor& obs, at::TensorList actor,
+                                                                    at::TensorList critic, const at::Tensor& log_std,
+                                                                    c10::string_view activation, bool deterministic) {
+  if (plain_float(obs) && obs.dim() == 2) {
+    const GaussianMLPView net(obs.size(1), actor, critic, log_std, activation);
+    if (net.plain) {
+      const at::Tensor x = obs.contiguous();
+      const int64_t rows = x.size(0);
+      at::Tensor action = at::empty({rows, net.act_dim}, x.options());
+      at::Tensor logp = at::empty({rows}, x.options());
+      at::Tensor value = at::empty({rows}, x.options());
+      net.act(x.data_ptr<float>(), rows, deterministic, action.data_ptr<float>(), logp.data_ptr<float>(),
+              value.data_ptr<float>());
+      return {action, logp, value};
+    }
+  }
+  return mlp_gaussian_act_composite(obs, actor, critic, log_std, activation, deterministic);
 }
 
 }  // namespace
