@@ -194,40 +194,32 @@ class GymEnvironment(Environment):
         normalize_obs = self.obs_rms is not None
         clip_actions, cpu = self.continuous, self.device.type == "cpu"
         discounted = torch.from_numpy(self._discounted_return)
-        record_reward = ops.bind_record_reward(
-            raw_rewards, rewards, dones, terminated_buf, discounted, *ret_stats, self.return_rms is not None,
-            self.settings.gamma, REWARD_CLIP,
+        record_args = (
+            raw_rewards, rewards, dones, terminated_buf, discounted, *ret_stats,
+            self.return_rms is not None, self.settings.gamma, REWARD_CLIP,
             torch.from_numpy(self._episode_return), torch.from_numpy(self._episode_length),
         )  # fmt: skip
-        # The default policy's step and the bookkeeping around it: one compiled call (same bits as three).
+        record_reward, policy_step, finish = ops.bind_record_reward(*record_args), None, None
+        # The default policy: its step and all the bookkeeping in one compiled call per simulator step.
         net = policy.gaussian_mlp() if cpu and self.continuous else None
-        policy_step = (
-            ops.bind_gaussian_policy_step(
-                raw_obs_buf,
-                obs_buf,
-                *obs_stats,
-                normalize_obs,
-                OBS_CLIP,
-                net,
-                actions,
-                logp_buf,
-                value_buf,
-                env_actions,
-                low,
-                high,
-                clip_actions,
+        if net is not None:
+            step_args = (
+                raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP, net,
+                actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
             )  # fmt: skip
-            if net is not None
-            else None
-        )
+            policy_step, record_reward, finish = ops.bind_gaussian_rollout(step_args, record_args, T)
+        attention, acted = ops.RECORD_NON_FINITE | ops.RECORD_ENDED | ops.RECORD_CUT, ops.RECORD_ACTED
         observed = torch.from_numpy(np.ascontiguousarray(self._obs, dtype=np.float64))
+        flags = 0
 
         for t in range(T):
             if states is not None:
                 for i, data in enumerate(self._sim_data):  # copies into the buffer: no allocation per step
                     states[t, i, :nq] = data.qpos
                     states[t, i, nq:] = data.qvel
-            if policy_step is not None:
+            if flags & acted:
+                pass  # the previous call already observed this row and acted on it
+            elif policy_step is not None:
                 policy_step(observed, t)
             else:
                 ops.observe_(observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP)
@@ -246,7 +238,7 @@ class GymEnvironment(Environment):
                 torch.from_numpy(truncated),
                 t,
             )
-            if flags:  # rare: an episode ended, a time limit cut one, or a value is not finite
+            if flags & attention:  # rare: an episode ended, a time limit cut one, or a value is not finite
                 if flags & ops.RECORD_NON_FINITE:
                     self._raise_non_finite(next_obs, reward, t)
                 # A truncated episode did not end: bootstrap from the value of its final observation.
@@ -269,6 +261,8 @@ class GymEnvironment(Environment):
                     self._episode_return[done] = 0.0
                     self._episode_length[done] = 0
             self._obs = next_obs
+        if finish is not None:
+            finish(T)
         self._steps_done += T * N
 
         last_value = policy.value(self._tensor(self.normalize_obs(self._obs)))

@@ -35,7 +35,7 @@ __all__ = [
     "observe_",
     "gaussian_policy_step_",
     "gaussian_policy_step_reference",
-    "bind_gaussian_policy_step",
+    "bind_gaussian_rollout",
     "bind_record_reward",
     "observe_reference",
     "record_action_",
@@ -150,6 +150,7 @@ def observe_reference(obs, t: int, raw_buf, obs_buf, mean, var, count, normalize
 
 
 RECORD_NON_FINITE, RECORD_ENDED, RECORD_CUT = 1, 2, 4  # record_reward_'s flags
+RECORD_ACTED = 8  # bind_gaussian_rollout's record also acted on the next row
 
 
 def record_action_reference(
@@ -537,21 +538,42 @@ def gaussian_policy_step_(
         gaussian_policy_step_reference(*args, net, *rest)
 
 
-def bind_gaussian_policy_step(
-    raw_buf, obs_buf, mean, var, count, normalize: bool, clip: float, net,
-    actions, logp_buf, value_buf, env_actions, low, high, clip_actions: bool,
-) -> Callable[[torch.Tensor, int], None]:  # fmt: skip
-    """``gaussian_policy_step_`` with every argument but ``obs`` and ``t`` bound (the collector's buffers,
-    statistics and policy, fixed for a rollout): ``step(obs, t)``. Compiled, it is a method of
-    ``torch.classes.rlarena.GaussianPolicyStep``, which checks and views the policy's parameters once: each op
-    call from Python parses all twenty arguments, which at one environment costs more than the policy's
-    arithmetic. The same kernel and bits as the op."""
-    head = (raw_buf, obs_buf, mean, var, count, normalize, clip)
-    tail = (actions, logp_buf, value_buf, env_actions, low, high, clip_actions)
-    if _COMPILED and obs_buf.device.type == "cpu":
+def bind_gaussian_rollout(
+    step_args: tuple, record_args: tuple, rows: int
+) -> tuple[Callable[[torch.Tensor, int], None], Callable[..., int], Callable[[int], None]]:
+    """The default policy's rollout bookkeeping bound once: ``step_args`` are ``gaussian_policy_step_``'s
+    arguments after ``obs`` and ``t`` (with the ``GaussianMLP``), ``record_args`` ``record_reward_``'s after
+    ``t``; ``rows`` is the rollout's length T. Returns
+
+    - ``act(obs, t)``: ``gaussian_policy_step_`` at row t;
+    - ``record(next_obs, reward, terminated, truncated, t) -> flags``: ``record_reward_`` at row t, and when
+      it returns no flag and ``t + 1 < rows``, ``act(next_obs, t + 1)`` too, flagged ``RECORD_ACTED``;
+    - ``finish(rows)``: fills ``value_buf`` where ``act`` deferred it (the critic runs after the rollout,
+      row by row the same numbers).
+
+    Compiled, these are methods of ``torch.classes.rlarena.GaussianRollout``: one call from Python per
+    simulator step with only what changes as arguments (each op call parses all its arguments, and its cold
+    path after a simulator step costs more than the kernels at one environment). The same calls in the same
+    order as the ops: the same random draws and bits."""
+    if _COMPILED and step_args[1].device.type == "cpu":
+        head, net, tail = step_args[:7], step_args[7], step_args[8:]
         mlp = (list(net.actor), list(net.critic), net.log_std, net.activation)
-        return torch.classes.rlarena.GaussianPolicyStep(*head, *mlp, *tail).step
-    return lambda obs, t: gaussian_policy_step_reference(obs, t, *head, net, *tail)
+        policy = torch.classes.rlarena.GaussianPolicyStep(*head, *mlp, *tail, True)
+        recorder = torch.classes.rlarena.RewardRecorder(*record_args)
+        rollout = torch.classes.rlarena.GaussianRollout(policy, recorder)
+        return rollout.act, rollout.record, rollout.finish
+
+    def act(obs, t: int) -> None:
+        gaussian_policy_step_reference(obs, t, *step_args)
+
+    def record(next_obs, reward, terminated, truncated, t: int) -> int:
+        flags = record_reward_reference(next_obs, reward, terminated, truncated, t, *record_args)
+        if flags or t + 1 >= rows:
+            return flags
+        act(next_obs, t + 1)
+        return RECORD_ACTED
+
+    return act, record, lambda rows: None
 
 
 def bind_record_reward(
@@ -560,7 +582,7 @@ def bind_record_reward(
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], int]:  # fmt: skip
     """``record_reward_`` with every argument after ``t`` bound: ``record(next_obs, reward, terminated,
     truncated, t) -> flags`` (compiled: ``torch.classes.rlarena.RewardRecorder``; see
-    ``bind_gaussian_policy_step``)."""
+    ``bind_gaussian_rollout``)."""
     rest = (raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count, normalize)
     rest += (gamma, clip, episode_return, episode_length)
     if _COMPILED and rewards.device.type == "cpu":

@@ -151,9 +151,10 @@ def _step_buffers(T: int, n: int, obs_dim: int, act_dim: int, normalize: bool):
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("n,obs_dim,act_dim", [(1, 11, 3), (3, 17, 6)])
 def test_fused_policy_step_and_its_bound_form_give_the_three_calls_bits(n, obs_dim, act_dim, normalize):
-    """gaussian_policy_step_ (the op) and bind_gaussian_policy_step (the rollout-bound class the collector
-    calls) against observe_, mlp_gaussian_act and record_action_ called one after another: the same random
-    draws and the same bits in every buffer, the statistics included, over several rows."""
+    """gaussian_policy_step_ (the op) and bind_gaussian_rollout's act (the rollout-bound class the collector
+    calls; its values filled by finish after the rows) against observe_, mlp_gaussian_act and record_action_
+    called one after another: the same random draws and the same bits in every buffer, the statistics
+    included, over several rows."""
     policy, _ = _policy_args(obs_dim, act_dim)
     net = policy.gaussian_mlp()
     T = 6
@@ -161,7 +162,11 @@ def test_fused_policy_step_and_its_bound_form_give_the_three_calls_bits(n, obs_d
     three = _step_buffers(T, n, obs_dim, act_dim, normalize)
     fused = _step_buffers(T, n, obs_dim, act_dim, normalize)
     bound = _step_buffers(T, n, obs_dim, act_dim, normalize)
-    step = ops.bind_gaussian_policy_step(*bound[0], net, *bound[1])
+    unused = torch.zeros(T, n), torch.zeros(T, n), torch.zeros(T, n), torch.zeros(T, n, dtype=torch.bool)
+    none = torch.zeros(())
+    record_args = (*unused, torch.zeros(n, dtype=torch.float64), none, none, none, False, 0.99, 10.0)
+    record_args += (torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.int64))
+    step, _, finish = ops.bind_gaussian_rollout((*bound[0], net, *bound[1]), record_args, T)
     for t in range(T):
         torch.manual_seed(t)
         ops.observe_(obs[t], t, *three[0])
@@ -171,6 +176,7 @@ def test_fused_policy_step_and_its_bound_form_give_the_three_calls_bits(n, obs_d
         ops.gaussian_policy_step_(obs[t], t, *fused[0], net, *fused[1])
         torch.manual_seed(t)
         step(obs[t], t)
+    finish(T)
     for got in (fused, bound):
         for want_part, got_part in zip(three, got):
             for want, have in zip(want_part, got_part):

@@ -204,15 +204,18 @@ bool plain_row_buffer(const at::Tensor& buf, int64_t t, int64_t row_numel) {
 }
 
 // gaussian_policy_step_ with its buffers, statistics and policy bound once per rollout (a custom class:
-// torch.classes.rlarena.GaussianPolicyStep; rlarena.ops.bind_gaussian_policy_step). The op call parses every
+// torch.classes.rlarena.GaussianPolicyStep; rlarena.ops.bind_gaussian_rollout). The op call parses every
 // argument against its schema from Python, ~0.25 us each, and checks and views the policy's twelve
 // parameter tensors: at one environment that cost more than the policy's arithmetic. step(obs, t) takes only
 // what changes. The op itself is this class, built for one call: one implementation, the same bits.
+// defer_values: step() leaves value_buf alone and values(rows) fills it after the rollout, row by row the
+// same numbers (the critic's weights then stay out of the cache between simulator steps).
 struct GaussianPolicyStep : torch::CustomClassHolder {
   GaussianPolicyStep(at::Tensor raw_buf, at::Tensor obs_buf, at::Tensor mean, at::Tensor var, at::Tensor count,
                      bool normalize, double clip, std::vector<at::Tensor> actor, std::vector<at::Tensor> critic,
                      at::Tensor log_std, const std::string& activation, at::Tensor actions, at::Tensor logp_buf,
-                     at::Tensor value_buf, at::Tensor env_actions, at::Tensor low, at::Tensor high, bool clip_actions)
+                     at::Tensor value_buf, at::Tensor env_actions, at::Tensor low, at::Tensor high, bool clip_actions,
+                     bool defer_values)
       : raw_buf(std::move(raw_buf)),
         obs_buf(std::move(obs_buf)),
         mean(std::move(mean)),
@@ -244,6 +247,7 @@ struct GaussianPolicyStep : torch::CustomClassHolder {
       noise = at::empty({rows, a}, this->actions.options());
       scratch.resize(net.scratch_size());
     }
+    deferred = fast && defer_values;
   }
 
   // observe_ of `obs` at row t, the policy's step on the normalized row, record_action_ of its outputs.
@@ -255,7 +259,8 @@ struct GaussianPolicyStep : torch::CustomClassHolder {
       float* action = actions.data_ptr<float>() + t * n * a;
       noise.normal_();  // torch.normal's draw: a standard normal [n, a] tensor (mlp_gaussian_act's)
       net.act(obs_buf.data_ptr<float>() + t * n * d, n, noise.data_ptr<float>(), action,
-              logp_buf.data_ptr<float>() + t * n, value_buf.data_ptr<float>() + t * n, scratch.data());
+              logp_buf.data_ptr<float>() + t * n, deferred ? nullptr : value_buf.data_ptr<float>() + t * n,
+              scratch.data());
       const float* lo = low.data_ptr<float>();
       const float* hi = high.data_ptr<float>();
       float* env_out = env_actions.data_ptr<float>() + t * n * a;
@@ -271,6 +276,16 @@ struct GaussianPolicyStep : torch::CustomClassHolder {
     record_action_cpu(action, logp, value, t, actions, logp_buf, value_buf, env_actions, low, high, clip_actions);
   }
 
+  // The deferred values of rows [0, rows) (nothing to do unless deferred).
+  void values(int64_t rows) const {
+    if (!deferred) return;
+    TORCH_CHECK_VALUE(rows >= 0 && rows <= obs_buf.size(0), "GaussianPolicyStep.values: ", rows, " rows of ",
+                      obs_buf.size(0));
+    const int64_t n = obs_buf.size(1);
+    net.act(obs_buf.data_ptr<float>(), rows * n, nullptr, nullptr, nullptr, value_buf.data_ptr<float>(),
+            scratch.data());
+  }
+
   at::Tensor raw_buf, obs_buf, mean, var, count;
   bool normalize;
   double clip;
@@ -281,6 +296,7 @@ struct GaussianPolicyStep : torch::CustomClassHolder {
   bool clip_actions;
   GaussianMLPView net;
   bool fast = false;
+  bool deferred = false;
   at::Tensor noise;                     // the step's draw, [N, act_dim]
   mutable std::vector<float> scratch;  // the MLP's activations
 };
@@ -292,7 +308,8 @@ void gaussian_policy_step_cpu(const at::Tensor& obs, int64_t t, const at::Tensor
                               const at::Tensor& value_buf, const at::Tensor& env_actions, const at::Tensor& low,
                               const at::Tensor& high, bool clip_actions) {
   GaussianPolicyStep(raw_buf, obs_buf, mean, var, count, normalize, clip, actor.vec(), critic.vec(), log_std,
-                     std::string(activation), actions, logp_buf, value_buf, env_actions, low, high, clip_actions)
+                     std::string(activation), actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
+                     /*defer_values=*/false)
       .step(obs, t);
 }
 
@@ -329,6 +346,34 @@ struct RewardRecorder : torch::CustomClassHolder {
   at::Tensor episode_return, episode_length;
 };
 
+constexpr int64_t kActed = 8;  // GaussianRollout.record also observed and acted on the next row
+
+// The default policy's whole rollout bookkeeping (torch.classes.rlarena.GaussianRollout;
+// rlarena.ops.bind_gaussian_rollout): one call per simulator step. record(...) stores row t's reward and,
+// when nothing needs Python's attention (no flag) and a row follows, observes the next observation and acts
+// on it as GaussianPolicyStep.step(next_obs, t + 1) would (returning kActed): the policy's step then costs no
+// second call from Python, whose cold path after a simulator step costs more than the kernels. Otherwise
+// Python handles the flags and calls act(obs, t + 1) itself: the same calls in the same order, the same bits.
+struct GaussianRollout : torch::CustomClassHolder {
+  GaussianRollout(c10::intrusive_ptr<GaussianPolicyStep> policy, c10::intrusive_ptr<RewardRecorder> recorder)
+      : policy(std::move(policy)), recorder(std::move(recorder)) {}
+
+  void act(const at::Tensor& obs, int64_t t) const { policy->step(obs, t); }
+
+  int64_t record(const at::Tensor& next_obs, const at::Tensor& reward, const at::Tensor& terminated,
+                 const at::Tensor& truncated, int64_t t) const {
+    const int64_t flags = recorder->record(next_obs, reward, terminated, truncated, t);
+    if (flags != 0 || t + 1 >= policy->obs_buf.size(0)) return flags;
+    policy->step(next_obs, t + 1);
+    return kActed;
+  }
+
+  void finish(int64_t rows) const { policy->values(rows); }
+
+  c10::intrusive_ptr<GaussianPolicyStep> policy;
+  c10::intrusive_ptr<RewardRecorder> recorder;
+};
+
 }  // namespace
 }  // namespace cpu
 }  // namespace rlarena
@@ -343,13 +388,20 @@ TORCH_LIBRARY_IMPL(rlarena, CPU, m) {
 TORCH_LIBRARY_FRAGMENT(rlarena, m) {
   using rlarena::cpu::GaussianPolicyStep;
   using rlarena::cpu::RewardRecorder;
+  using rlarena::cpu::GaussianRollout;
   m.class_<GaussianPolicyStep>("GaussianPolicyStep")
       .def(torch::init<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool, double,
                        std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, std::string, at::Tensor,
-                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool>())
-      .def("step", &GaussianPolicyStep::step);
+                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool, bool>())
+      .def("step", &GaussianPolicyStep::step)
+      .def("values", &GaussianPolicyStep::values);
   m.class_<RewardRecorder>("RewardRecorder")
       .def(torch::init<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                        at::Tensor, bool, double, double, at::Tensor, at::Tensor>())
       .def("record", &RewardRecorder::record);
+  m.class_<GaussianRollout>("GaussianRollout")
+      .def(torch::init<c10::intrusive_ptr<GaussianPolicyStep>, c10::intrusive_ptr<RewardRecorder>>())
+      .def("act", &GaussianRollout::act)
+      .def("record", &GaussianRollout::record)
+      .def("finish", &GaussianRollout::finish);
 }

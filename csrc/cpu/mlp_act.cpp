@@ -59,25 +59,29 @@ RLARENA_INLINE void gaussian_act_impl(const GaussianActArgs* a) {
   const int64_t A = a->act_dim;
   for (int64_t r = 0; r < a->rows; ++r) {
     const float* x = a->obs + r * a->obs_dim;
-    mlp::forward_row(a->actor, a->actor_layers, a->activation, x, a->z, a->h);
-    const float* mean = a->h + actor_width - A;
-    float* action = a->action + r * A;
-    const float* noise = a->noise == nullptr ? nullptr : a->noise + r * A;  // no __restrict__: may alias action
-    float logp = 0.0f;
-    for (int64_t k = 0; k < A; ++k) {  // in order: the sum over action dimensions has one order
-      const float std = vexp(a->log_std[k]);
-      float sample = mean[k];
-      if (noise != nullptr) {
-        sample = noise[k] * std;  // torch.normal: output.normal_(0, 1).mul_(std).add_(mean)
-        sample = sample + mean[k];
+    if (a->action != nullptr) {  // null: the values only
+      mlp::forward_row(a->actor, a->actor_layers, a->activation, x, a->z, a->h);
+      const float* mean = a->h + actor_width - A;
+      float* action = a->action + r * A;
+      const float* noise = a->noise == nullptr ? nullptr : a->noise + r * A;  // no __restrict__: may alias action
+      float logp = 0.0f;
+      for (int64_t k = 0; k < A; ++k) {  // in order: the sum over action dimensions has one order
+        const float std = vexp(a->log_std[k]);
+        float sample = mean[k];
+        if (noise != nullptr) {
+          sample = noise[k] * std;  // torch.normal: output.normal_(0, 1).mul_(std).add_(mean)
+          sample = sample + mean[k];
+        }
+        action[k] = sample;
+        const float d = sample - mean[k];
+        logp = logp + ((-(d * d) / (2.0f * (std * std)) - a->log_std[k]) - kLogSqrt2Pi);
       }
-      action[k] = sample;
-      const float d = sample - mean[k];
-      logp = logp + ((-(d * d) / (2.0f * (std * std)) - a->log_std[k]) - kLogSqrt2Pi);
+      a->logp[r] = logp;
     }
-    a->logp[r] = logp;
-    mlp::forward_row(a->critic, a->critic_layers, a->activation, x, a->z, a->h);
-    a->value[r] = a->h[critic_width - 1];
+    if (a->value != nullptr) {  // null: the actions only (the values come later, row by row the same)
+      mlp::forward_row(a->critic, a->critic_layers, a->activation, x, a->z, a->h);
+      a->value[r] = a->h[critic_width - 1];
+    }
   }
 }
 

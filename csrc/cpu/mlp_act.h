@@ -25,7 +25,8 @@ struct GaussianMLPView {
   void act(const float* obs, int64_t rows, bool deterministic, float* action, float* logp, float* value) const;
 
   // The same with the caller's standard normal draw `noise` ([rows, act_dim]; may alias `action`; null: the
-  // mean) and scratch memory of scratch_size() floats.
+  // mean) and scratch memory of scratch_size() floats. action null: the values only; value null: no values
+  // (each row's value is the same whenever it is computed).
   void act(const float* obs, int64_t rows, const float* noise, float* action, float* logp, float* value,
            float* scratch) const;
   int64_t scratch_size() const;
