@@ -42,11 +42,22 @@ def _run(
 
 def sft_main(argv: list[str]) -> int:
     """Step 1: supervised fine-tuning on the task's demonstrations."""
+    if any(a.partition("=")[0] == "hf_path" for a in argv):  # a pretrained Hugging Face model instead
+        from rlarena.envs.text.hf_sft import HFSFTConfig, train_hf_sft
+
+        doc = (
+            "Step 1 for a pretrained Hugging Face causal LM (e.g. rlarena convert-smollm2's folder):\n"
+            "fine-tune its top train_layers layers on the task's demonstrations with its chat template,\n"
+            "report the task score before and after, and write a save_pretrained folder for env.hf_path\n"
+            "(out=null: <hf_path>-sft-<task>)."
+        )
+        return _run("sft", HFSFTConfig, doc, argv, train_hf_sft, (FileNotFoundError, ImportError, ValueError))
     from rlarena.envs.text.sft import SFTConfig, train_sft
 
     doc = (
         "Step 1: train the SFT language model on the task's demonstrations and write its checkpoint\n"
-        "(out=null: artifacts/text/<task>/sft.pt; steps=null: the task's budget, SFT_STEPS in sft.py)."
+        "(out=null: artifacts/text/<task>/sft.pt; steps=null: the task's budget, SFT_STEPS in sft.py).\n"
+        "hf_path=<folder>: fine-tune a pretrained Hugging Face model instead (rlarena sft hf_path=x --help)."
     )
     return _run("sft", SFTConfig, doc, argv, train_sft, (FileNotFoundError,))
 

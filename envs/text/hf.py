@@ -9,7 +9,10 @@ project's character tokenizer (the model's vocabulary must then be at least 98).
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,9 +50,12 @@ class HFCausalLM(nn.Module):
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor, cache=None):
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor, cache=None, logits_to_keep: int = 0):
+        """``logits_to_keep`` > 0: the logits of the last positions only (over a large vocabulary the others
+        cost more than the network; SFT needs the response's)."""
         past = key_mask.shape[1] - tokens.shape[1]
         positions = (key_mask.long().cumsum(1) - 1).clamp(min=0)[:, past:]
+        extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
         out = self.model(
             input_ids=tokens,
             attention_mask=key_mask.long(),
@@ -57,6 +63,7 @@ class HFCausalLM(nn.Module):
             use_cache=True,
             output_hidden_states=True,
             **{self.cache_arg: cache},
+            **extra,
         )
         # The output names it as the input does (reading `past_key_values` on new releases warns).
         return out.logits, out.hidden_states[-1], getattr(out, self.cache_arg)
@@ -134,3 +141,28 @@ def load_hf_lm(path: str) -> tuple[HFCausalLM, HFTokenizer | CharTokenizer]:
                 f"than the character tokenizer's ({tokenizer.vocab_size})"
             ) from None
     return HFCausalLM(model), tokenizer
+
+
+def save_pretrained_atomically(model: Any, tokenizer: Any, out: Path) -> None:
+    """``save_pretrained`` of the model and its tokenizer to ``out``, all or nothing: written beside it,
+    then renamed into place (an interrupted write never leaves a half-written model for env.hf_path)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:  # None: the folder keeps no tokenizer (the character one is used)
+            tokenizer.save_pretrained(tmp)
+        if out.exists():  # a folder cannot be renamed over a non-empty one: move the old one aside first
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if old.exists():
+                old.rename(out)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -71,12 +71,13 @@ class SFTConfig:
 def encode_pairs(
     prompts: list[str], responses: list[str], tok: CharTokenizer
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded ``[B, L]`` ids of BOS + prompt + response + EOS, the key mask, and the response mask
-    (True on the response tokens and EOS: the tokens a loss or a reward model scores)."""
+    """Left-padded ``[B, L]`` ids of the prompt (``tok.prompt_ids``: BOS + prompt, or a chat template's
+    user turn) + response + EOS, the key mask, and the response mask (True on the response tokens and EOS:
+    the tokens a loss or a reward model scores)."""
     seqs, resp_lens = [], []
     for p, r in zip(prompts, responses):
         resp = tok.encode(r, eos=True)
-        seqs.append(tok.encode(p, bos=True) + resp)
+        seqs.append(tok.prompt_ids(p) + resp)
         resp_lens.append(len(resp))
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,26 +92,9 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
     model, tokenizer = load_smollm2()
     loaded = time.perf_counter() - start
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target, then renamed: an interrupted conversion never leaves a half-written model
-    # that env.hf_path would load.
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if out.exists():  # a folder cannot be renamed over a non-empty one: move the old one aside first
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except OSError:
-            if old.exists():
-                old.rename(out)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    from .hf import save_pretrained_atomically
+
+    save_pretrained_atomically(model, tokenizer, out)
     return {
         "out": str(out),
         "files": sorted(p.name for p in out.iterdir()),

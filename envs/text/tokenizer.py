@@ -29,6 +29,10 @@ class CharTokenizer:
         ids = [self.stoi.get(c, self.unk_id) for c in text]
         return ([BOS] if bos else []) + ids + ([EOS] if eos else [])
 
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids the model reads before its response: BOS + the prompt."""
+        return self.encode(prompt, bos=True)
+
     def decode(self, ids: list[int] | torch.Tensor, stop_at_eos: bool = True) -> str:
         """Text of ``ids``, up to (excluding) the first EOS; special tokens are dropped."""
         if isinstance(ids, torch.Tensor):
@@ -46,7 +50,7 @@ class CharTokenizer:
 
         Left padding puts every prompt's last token in the same column, so a batch generates in lock step.
         """
-        encoded = [self.encode(p, bos=True) for p in prompts]
+        encoded = [self.prompt_ids(p) for p in prompts]
         width = max(len(e) for e in encoded)
         ids = torch.full((len(encoded), width), PAD, dtype=torch.long)
         mask = torch.zeros((len(encoded), width), dtype=torch.bool)
