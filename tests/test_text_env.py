@@ -37,8 +37,9 @@ class BigramLM(nn.Module):
         self.table = nn.Parameter(table.clone())
         self.emb = nn.Embedding(table.shape[0], self.hidden_size)
 
-    def forward(self, tokens, key_mask, cache=None):
-        return self.table[tokens], self.emb(tokens), []
+    def forward(self, tokens, key_mask, cache=None, logits_to_keep=0):
+        logits = self.table[tokens]
+        return (logits[:, -logits_to_keep:] if logits_to_keep else logits), self.emb(tokens), []
 
 
 def bigram(rows: dict[str, dict[str, float]]) -> torch.Tensor:

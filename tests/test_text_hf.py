@@ -77,6 +77,35 @@ def test_hf_lm_generates_and_trains_in_the_text_env(tmp_path, with_tokenizer):
     assert len(env.evaluate(policy, 2)["returns"]) == 2
 
 
+@pytest.mark.parametrize("algo_name", ["ppo", "trpo"])
+def test_hf_train_layers_trains_only_the_top_layers_in_the_env(tmp_path, algo_name):
+    """env.hf_train_layers=1: RL steps the top decoder layer (and the final norm) and leaves the layers
+    below and the embeddings as loaded; TRPO's natural gradient over the trainable parameters only."""
+    tiny_gpt2(tmp_path, with_tokenizer=True)
+    env = make_text_env(
+        {"hf_path": str(tmp_path), "max_new_tokens": 5, "hf_train_layers": 1},
+        EnvSettings(num_envs=4, seed=0),
+        "strings",
+    )
+    cls = get_algorithm(algo_name)
+    extra = {"num_minibatches": 2, "update_epochs": 1} if algo_name == "ppo" else {}
+    cfg = cls.Config(num_envs=4, num_steps=5, gamma=1.0, **extra)
+    policy = env.make_policy(cfg.policy)
+    names = {id(q): n for n, q in policy.lm.named_parameters()}
+    trained = {names[id(q)] for q in policy.actor_parameters()}
+    top = ("model.transformer.h.1.", "model.transformer.ln_f.")
+    assert trained and all(n.startswith(top) for n in trained)
+    with torch.no_grad():  # move away from the reference: the KL penalty makes the rewards non-zero
+        for q in policy.actor_parameters():
+            q.add_(0.05 * torch.randn(q.shape))
+    before = {n: q.detach().clone() for n, q in policy.lm.named_parameters()}
+    algo = cls(cfg, policy, seed=0)
+    algo.update(env.collect(policy, algo.rollout_length))
+    after = dict(policy.lm.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in trained)
+    assert any(not torch.equal(before[n], after[n]) for n in trained)
+
+
 def test_missing_hf_folder_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="hf_path"):
         load_hf_lm(str(tmp_path / "none"))

@@ -57,6 +57,10 @@ class TextEnvConfig:
     sft_checkpoint: str | None = None  # default: artifacts/text/<task>/sft.pt; "untrained": tiny random LM
     rm_checkpoint: str | None = None  # default: artifacts/text/<task>/rm.pt
     hf_path: str | None = None  # a local Hugging Face causal LM to use instead of the SFT checkpoint (hf.py)
+    # With hf_path: the top decoder layers (and the final norm) that RL trains; the rest, embeddings
+    # included, stay as loaded (a 135M model on a CPU: the backward pass and Adam's state stay small).
+    # null: every parameter trains.
+    hf_train_layers: int | None = None
     max_new_tokens: int = 24  # evaluation response limit (training uses the algorithm's num_steps)
     temperature: float = 1.0  # sampling temperature of the non-deterministic evaluation
     eval_seed: int = 12345  # sampled evaluations reuse this seed, so two evaluations are comparable
@@ -76,6 +80,8 @@ class TextEnvConfig:
             self.kl_beta = DEFAULT_KL_BETA[self.reward]
         if not (self.kl_beta >= 0 and math.isfinite(self.kl_beta)):
             raise ConfigError(f"env.kl_beta must be >= 0, got {self.kl_beta}")
+        if self.hf_train_layers is not None and self.hf_train_layers < 1:
+            raise ConfigError(f"env.hf_train_layers must be >= 1 or null (all), got {self.hf_train_layers}")
         if self.kl_target is not None and self.kl_target <= 0:
             raise ConfigError(f"env.kl_target must be > 0 or null, got {self.kl_target}")
         if min(self.max_new_tokens, self.kl_horizon, self.temperature, self.critic_lr_scale) <= 0:
@@ -164,6 +170,10 @@ class TextEnv(Environment):
         """
         get = policy_cfg.get if isinstance(policy_cfg, dict) else lambda k, d: getattr(policy_cfg, k, d)
         lm, _ = self._load_lm()
+        if self.cfg.hf_path is not None and self.cfg.hf_train_layers is not None:
+            from .hf import trainable_top_layers
+
+            trainable_top_layers(lm, self.cfg.hf_train_layers)
         hidden, activation = list(get("hidden_sizes", [64, 64])), get("activation", "tanh")
         return TextPolicy(lm, hidden, activation, self.cfg.critic_lr_scale).to(self.device)
 
@@ -387,11 +397,11 @@ def _bootstrap_ci(scores: torch.Tensor, resamples: int = 2000, seed: int = 0) ->
 def _reference_logits(
     ref: torch.nn.Module, prompt: torch.Tensor, prompt_mask: torch.Tensor, responses: torch.Tensor
 ) -> torch.Tensor:
-    p, t = prompt.shape[1], responses.shape[1]
+    t = responses.shape[1]
     tokens = torch.cat([prompt, responses], dim=1)
     key_mask = torch.cat([prompt_mask, torch.ones_like(responses, dtype=torch.bool)], dim=1)
-    logits, _, _ = ref(tokens, key_mask)
-    return logits[:, p - 1 : p + t - 1]
+    logits, _, _ = ref(tokens, key_mask, logits_to_keep=t + 1)
+    return logits[:, :t]
 
 
 def check_settings(settings: EnvSettings) -> None:

@@ -166,3 +166,25 @@ def save_pretrained_atomically(model: Any, tokenizer: Any, out: Path) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def trainable_top_layers(lm: HFCausalLM, train_layers: int) -> list[torch.nn.Parameter]:
+    """Freeze all but the top ``train_layers`` decoder layers and the final norm (0: train everything);
+    return the parameters that train."""
+    model = lm.model
+    if train_layers == 0:
+        return [p for p in model.parameters() if p.requires_grad]
+    base = model.base_model  # Llama: .model (layers, norm); GPT-2: .transformer (h, ln_f)
+    layers = getattr(base, "layers", None) or getattr(base, "h", None)
+    norm = getattr(base, "norm", None) or getattr(base, "ln_f", None)
+    if layers is None:
+        raise ValueError(f"train_layers={train_layers}: no decoder layer list found; use 0 (all)")
+    if train_layers > len(layers):
+        raise ValueError(f"train_layers={train_layers}, but the model has {len(layers)} decoder layers")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = [*layers[-train_layers:], *([norm] if norm is not None else [])]
+    for module in trained:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return [p for module in trained for p in module.parameters()]

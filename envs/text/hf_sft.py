@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .hf import HFCausalLM, HFTokenizer, load_hf_lm, save_pretrained_atomically
+from .hf import HFCausalLM, HFTokenizer, load_hf_lm, save_pretrained_atomically, trainable_top_layers
 from .sft import encode_pairs, sample_responses
 from .tasks import Record, get_task, load_split
 from .tokenizer import CharTokenizer
@@ -62,28 +62,6 @@ class HFSFTConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.out is None:
             self.out = f"{self.hf_path.rstrip('/')}-sft-{self.task}"
-
-
-def trainable_top_layers(lm: HFCausalLM, train_layers: int) -> list[torch.nn.Parameter]:
-    """Freeze all but the top ``train_layers`` decoder layers and the final norm (0: train everything);
-    return the parameters that train."""
-    model = lm.model
-    if train_layers == 0:
-        return [p for p in model.parameters() if p.requires_grad]
-    base = model.base_model  # Llama: .model (layers, norm); GPT-2: .transformer (h, ln_f)
-    layers = getattr(base, "layers", None) or getattr(base, "h", None)
-    norm = getattr(base, "norm", None) or getattr(base, "ln_f", None)
-    if layers is None:
-        raise ValueError(f"train_layers={train_layers}: no decoder layer list found; use 0 (all)")
-    if train_layers > len(layers):
-        raise ValueError(f"train_layers={train_layers}, but the model has {len(layers)} decoder layers")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    trained = [*layers[-train_layers:], *([norm] if norm is not None else [])]
-    for module in trained:
-        for p in module.parameters():
-            p.requires_grad_(True)
-    return [p for module in trained for p in module.parameters()]
 
 
 def response_nll(lm: HFCausalLM, records: list[Record], tok: HFTokenizer | CharTokenizer) -> torch.Tensor:

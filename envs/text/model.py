@@ -88,12 +88,18 @@ class TransformerLM(nn.Module):
         return self.cfg.d_model
 
     def forward(
-        self, tokens: torch.Tensor, key_mask: torch.Tensor, cache: KVCache | None = None
+        self,
+        tokens: torch.Tensor,
+        key_mask: torch.Tensor,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
         """Logits ``[B, L, V]``, final hidden states ``[B, L, d]`` and the extended cache.
 
         ``tokens`` are the ``L`` newest tokens; ``key_mask`` ``[B, past + L]`` marks real tokens among all
-        tokens seen so far (False = left padding).
+        tokens seen so far (False = left padding). ``logits_to_keep`` > 0: the logits of the last positions
+        only (the interface of hf.py's models, where that saves a large vocabulary's product; here the
+        logits are computed as always and sliced, so the numbers are the same bits either way).
         """
         b, l = tokens.shape
         total = key_mask.shape[1]
@@ -112,7 +118,8 @@ class TransformerLM(nn.Module):
             x, kv = block(x, allowed, None if cache is None else cache[i])
             new_cache.append(kv)
         h = self.ln_f(x)
-        return self.head(h), h, new_cache
+        logits = self.head(h)
+        return (logits[:, -logits_to_keep:] if logits_to_keep else logits), h, new_cache
 
 
 @torch.no_grad()
@@ -136,7 +143,7 @@ def generate(
     out = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=prompt.device)
     finished = torch.zeros(n, dtype=torch.bool, device=prompt.device)
     key_mask = prompt_mask
-    logits, _, cache = lm(prompt, key_mask)  # one pass over the prompts fills the cache
+    logits, _, cache = lm(prompt, key_mask, logits_to_keep=1)  # one pass over the prompts fills the cache
     for t in range(max_new_tokens):
         next_logits = logits[:, -1].float()
         if greedy:

@@ -74,9 +74,9 @@ class TextPolicy(Policy):
         p, t = prompt.shape[1], responses.shape[1]
         tokens = torch.cat([prompt, responses], dim=1)
         key_mask = torch.cat([prompt_mask, torch.ones_like(responses, dtype=torch.bool)], dim=1)
-        logits, hidden, _ = self.lm(tokens, key_mask)
-        # The token at p + t is predicted from position p + t - 1.
-        logits, hidden = logits[:, p - 1 : p + t - 1], hidden[:, p - 1 : p + t - 1]
+        # The token at p + t is predicted from position p + t - 1: logits of the last t + 1 positions only.
+        logits, hidden, _ = self.lm(tokens, key_mask, logits_to_keep=t + 1)
+        logits, hidden = logits[:, :t], hidden[:, p - 1 : p + t - 1]
         return logits, self.value_head(hidden.detach()).squeeze(-1)
 
     def evaluate(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> EvalOutput:
@@ -87,7 +87,7 @@ class TextPolicy(Policy):
     # ---- one step at a time (the generic interface; collection uses a KV cache instead) ---------------
 
     def _last(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, hidden, _ = self.lm(obs["tokens"], obs["mask"])
+        logits, hidden, _ = self.lm(obs["tokens"], obs["mask"], logits_to_keep=1)
         return logits[:, -1], self.value_head(hidden[:, -1].detach()).squeeze(-1)
 
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False) -> ActOutput:
@@ -101,7 +101,7 @@ class TextPolicy(Policy):
         return self._last(obs)[1]
 
     def actor_parameters(self) -> list[nn.Parameter]:
-        return list(self.lm.parameters())
+        return [p for p in self.lm.parameters() if p.requires_grad]  # env.hf_train_layers freezes the rest
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.value_head.parameters())

@@ -79,7 +79,7 @@ class TextRewardHeads(nn.Module):
     def head_scores(self, prompt, prompt_mask, responses, resp_mask) -> torch.Tensor:
         """Raw scores ``[heads, B]``."""
         tokens = torch.cat([prompt, responses], dim=1)
-        _, hidden, _ = self.lm(tokens, torch.cat([prompt_mask, resp_mask], dim=1))
+        _, hidden, _ = self.lm(tokens, torch.cat([prompt_mask, resp_mask], dim=1), logits_to_keep=1)
         last = prompt.shape[1] + resp_mask.sum(1) - 1
         return self.head(hidden[torch.arange(len(last), device=last.device), last]).T
 

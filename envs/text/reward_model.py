@@ -51,7 +51,7 @@ class TextRewardModel(nn.Module):
         response token (the EOS when the response has one)."""
         tokens = torch.cat([prompt, responses], dim=1)
         key_mask = torch.cat([prompt_mask, resp_mask], dim=1)
-        _, hidden, _ = self.lm(tokens, key_mask)
+        _, hidden, _ = self.lm(tokens, key_mask, logits_to_keep=1)  # the hidden states are what it reads
         last = prompt.shape[1] + resp_mask.sum(1) - 1
         return self.head(hidden[torch.arange(len(last), device=last.device), last]).squeeze(-1)
 
