@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 import rlarena.algorithms  # noqa: E402,F401  (registers the algorithms)
 from rlarena.envs.text.env import make_text_env  # noqa: E402
 from rlarena.envs.text.hf import HFTokenizer, load_hf_lm  # noqa: E402
-from rlarena.envs.text.model import generate  # noqa: E402
+from rlarena.envs.text.model import ModelConfig, TransformerLM, generate  # noqa: E402
 from rlarena.envs.text.tokenizer import CharTokenizer  # noqa: E402
 from rlarena.registry import get_algorithm  # noqa: E402
 from rlarena.rollout import EnvSettings  # noqa: E402
@@ -104,6 +104,43 @@ def test_hf_train_layers_trains_only_the_top_layers_in_the_env(tmp_path, algo_na
     after = dict(policy.lm.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in before if n not in trained)
     assert any(not torch.equal(before[n], after[n]) for n in trained)
+
+
+def test_the_reward_model_reads_a_hf_policys_responses_as_text(tmp_path):
+    """env.reward=rm with env.hf_path: the reward model (character tokens) scores the decoded prompt and
+    response, encoded with its own tokenizer, as it scores the same text from the character-level policy."""
+    from rlarena.envs.text.reward_model import TextRewardModel, load_text_reward_model
+    from rlarena.envs.text.sft import save_lm
+
+    tiny_gpt2(tmp_path / "lm", with_tokenizer=True)
+    char = CharTokenizer()
+    torch.manual_seed(1)
+    lm = TransformerLM(ModelConfig(char.vocab_size, d_model=16, n_layer=1, n_head=2))
+    rm = TextRewardModel(lm)
+    torch.nn.init.normal_(rm.head.weight)
+    save_lm(str(tmp_path / "rm.pt"), lm, char, "strings", {}, rm.state_dict())
+    env = make_text_env(
+        {
+            "hf_path": str(tmp_path / "lm"),
+            "max_new_tokens": 5,
+            "reward": "rm",
+            "rm_checkpoint": str(tmp_path / "rm.pt"),
+        },
+        EnvSettings(num_envs=4, seed=0),
+        "strings",
+    )
+    policy = env.make_policy({})
+    records = env.train_records[:4]
+    out = env._score_responses(policy, records, 5, torch.Generator().manual_seed(0))
+    reference = load_text_reward_model(str(tmp_path / "rm.pt"), "strings")
+    prompt, prompt_mask = char.encode_prompts([r["prompt"] for r in records])
+    for i, text in enumerate(out["texts"]):
+        ended = bool((out["responses"][i] == env.tokenizer.eos_id).any())
+        ids = torch.tensor([char.encode(text, eos=ended) or [char.eos_id]])
+        want = reference.score(
+            prompt[i : i + 1], prompt_mask[i : i + 1], ids, torch.ones_like(ids, dtype=torch.bool)
+        )
+        torch.testing.assert_close(out["rm_scores"][i], want[0])
 
 
 def test_missing_hf_folder_is_reported(tmp_path):

@@ -217,8 +217,11 @@ class TextEnv(Environment):
             "texts": texts,
             "scores": scores,
         }
-        if self.reward_model is not None:
+        if self.reward_model is not None and self.cfg.hf_path is None:  # it reads the policy's tokens
             out["rm_scores"] = self.reward_model.score(prompt, prompt_mask, responses, mask)
+        elif self.reward_model is not None:  # a Hugging Face policy's tokens: the reward model reads the text
+            rm, ended = self.reward_model, (responses == tok.eos_id).any(1).tolist()
+            out["rm_scores"] = rm.score_texts([r["prompt"] for r in records], texts, ended, rm.tokenizer)
         return out
 
     def collect(self, policy: Policy, num_steps: int) -> RolloutBatch:

@@ -58,6 +58,24 @@ class TextRewardModel(nn.Module):
     def score(self, prompt, prompt_mask, responses, resp_mask) -> torch.Tensor:
         return (self.raw_score(prompt, prompt_mask, responses, resp_mask) - self.score_mean) / self.score_std
 
+    def score_texts(
+        self, prompts: list[str], responses: list[str], ended: list[bool], tok: CharTokenizer
+    ) -> torch.Tensor:
+        """``score`` of responses given as text, encoded with the reward model's own tokenizer ``tok``: for a
+        policy with another tokenizer (a Hugging Face model). ``ended``: the response closed with its
+        tokenizer's EOS, so it gets the reward model's EOS too (as every response it was trained on that
+        ended before the length limit)."""
+        device = self.score_mean.device
+        prompt, prompt_mask = (x.to(device) for x in tok.encode_prompts(prompts))
+        encoded = [tok.encode(text, eos=end) or [tok.eos_id] for text, end in zip(responses, ended)]
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), tok.pad_id, dtype=torch.long, device=device)
+        resp_mask = torch.zeros_like(ids, dtype=torch.bool)
+        for i, e in enumerate(encoded):
+            ids[i, : len(e)] = torch.tensor(e, device=device)
+            resp_mask[i, : len(e)] = True
+        return self.score(prompt, prompt_mask, ids, resp_mask)
+
 
 def load_text_reward_model(path: str, task: str | None = None) -> TextRewardModel:
     ckpt = load_checkpoint(path, "reward-model", f"rlarena reward-model task={task or '<task>'} out={path}")
@@ -65,6 +83,7 @@ def load_text_reward_model(path: str, task: str | None = None) -> TextRewardMode
         raise ConfigError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
     rm = TextRewardModel(TransformerLM(ModelConfig(**ckpt["model_config"])))
     rm.load_state_dict(ckpt["state_dict"])
+    rm.tokenizer = CharTokenizer(ckpt["vocab"])  # what it reads (score_texts: a policy with another one)
     return rm
 
 
