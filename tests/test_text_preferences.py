@@ -140,7 +140,7 @@ def test_the_kl_default_follows_the_learned_reward_scale_unless_chosen():
     env = _env()
     assert env.kl_beta == 0.02  # the oracle's default, for scores in [0, 1]
     _support(env)
-    assert env.kl_beta == 0.1  # the learned model's scores have unit std, as env.reward=rm's
+    assert env.kl_beta == 0.2  # the learned model's scores have unit std, as env.reward=rm's
     chosen = get_env(f"text/{TASK}")(
         {"sft_checkpoint": "untrained", "kl_beta": 0.05}, EnvSettings(4, responses_per_prompt=2)
     )
