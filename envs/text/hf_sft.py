@@ -18,7 +18,6 @@ The result is written as a ``save_pretrained`` folder (all or nothing) that ``en
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .hf import HFCausalLM, HFTokenizer, load_hf_lm, save_pretrained_atomically, trainable_top_layers
-from .sft import encode_pairs, sample_responses
+from .sft import encode_pairs, sample_responses, warmup_cosine
 from .tasks import Record, get_task, load_split
 from .tokenizer import CharTokenizer
 
@@ -122,13 +121,7 @@ def train_hf_sft(cfg: HFSFTConfig, log: Callable[[str], None] = print) -> dict:
         f"exact {before['exact_greedy']:.3f}; e.g. {before['example']['response']!r}"
     )
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, cosine decay to 10% (as sft.py)
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / max(cfg.warmup_steps, 1))
-            * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-        ),
-    )
+    schedule = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
     lm.train()
     train_start, losses = time.perf_counter(), []
     for step in range(1, cfg.steps + 1):

@@ -22,7 +22,7 @@ from rlarena.errors import ConfigError
 from rlarena.preferences import bradley_terry_loss, preference_accuracy
 
 from .model import ModelConfig, TransformerLM, generate, response_mask
-from .sft import default_path, load_checkpoint, load_lm, save_lm
+from .sft import default_path, load_checkpoint, load_lm, save_lm, warmup_cosine
 from .tasks import Record, get_task, load_split
 from .tokenizer import CharTokenizer
 
@@ -247,9 +247,7 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
     rm.train()
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     # Cosine decay to 10%: the late steps average out the noise of small batches of comparisons.
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
-    )
+    schedule = warmup_cosine(opt, 0, cfg.steps)  # no warmup: the factor is exactly 1
     initial = pairwise_accuracy(rm, heldout, m)
     for step in range(1, cfg.steps + 1):
         k = torch.randint(len(train.winner), (cfg.batch_size,), generator=gen)

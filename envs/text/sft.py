@@ -208,6 +208,20 @@ def load_lm(path: str, task: str | None = None) -> tuple[TransformerLM, CharToke
 # ---- training -----------------------------------------------------------------------------------------
 
 
+def warmup_cosine(
+    opt: torch.optim.Optimizer, warmup_steps: int, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The text pipeline's schedule: linear warmup over ``warmup_steps`` (0: none), then cosine decay to 10%
+    of the peak rate at ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / max(warmup_steps, 1))
+            * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        ),
+    )
+
+
 def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, float]:
     """Train an LM on the task's demonstrations, write the checkpoint to ``cfg.out``; return the metrics."""
     torch.manual_seed(cfg.seed)
@@ -218,13 +232,7 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, f
     lm = TransformerLM(model_cfg)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     # Linear warmup, then cosine decay to 10% of the peak rate.
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / max(cfg.warmup_steps, 1))
-            * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-        ),
-    )
+    schedule = warmup_cosine(opt, cfg.warmup_steps, cfg.steps)
     initial = heldout_loss(lm, test, tok)
     log(f"sft {cfg.task}: {sum(p.numel() for p in lm.parameters())} parameters, held-out loss {initial:.3f}")
     start = time.perf_counter()
