@@ -199,7 +199,6 @@ class GymEnvironment(Environment):
             self.return_rms is not None, self.settings.gamma, REWARD_CLIP,
             torch.from_numpy(self._episode_return), torch.from_numpy(self._episode_length),
         )  # fmt: skip
-        record_reward, policy_step, finish = ops.bind_record_reward(*record_args), None, None
         # The default policy: its step and all the bookkeeping in one compiled call per simulator step.
         net = policy.gaussian_mlp() if cpu and self.continuous else None
         if net is not None:
@@ -208,6 +207,8 @@ class GymEnvironment(Environment):
                 actions, logp_buf, value_buf, env_actions, low, high, clip_actions,
             )  # fmt: skip
             policy_step, record_reward, finish = ops.bind_gaussian_rollout(step_args, record_args, T)
+        else:  # any other policy: its own step (three calls), the reward bookkeeping bound the same way
+            policy_step, record_reward, finish = None, ops.bind_record_reward(*record_args), None
         attention, acted = ops.RECORD_NON_FINITE | ops.RECORD_ENDED | ops.RECORD_CUT, ops.RECORD_ACTED
         observed = torch.from_numpy(np.ascontiguousarray(self._obs, dtype=np.float64))
         flags = 0
