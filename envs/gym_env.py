@@ -160,7 +160,6 @@ class GymEnvironment(Environment):
         obs_shape = self.observation_space.shape
         obs_buf = torch.zeros((T, N, *obs_shape), dtype=torch.float32)
         raw_obs_buf = torch.zeros((T, N, *obs_shape), dtype=torch.float32)
-        obs_rows = obs_buf.unbind(0)  # the policy's input at step t: a view, made once per rollout
         logp_buf = torch.zeros((T, N), dtype=torch.float32)
         value_buf = torch.zeros((T, N), dtype=torch.float32)
         rewards = torch.zeros((T, N), dtype=torch.float32)
@@ -209,8 +208,10 @@ class GymEnvironment(Environment):
             policy_step, record_reward, finish = ops.bind_gaussian_rollout(step_args, record_args, T)
         else:  # any other policy: its own step (three calls), the reward bookkeeping bound the same way
             policy_step, record_reward, finish = None, ops.bind_record_reward(*record_args), None
+            obs_rows = obs_buf.unbind(0)  # the policy's input at step t: a view, made once per rollout
         attention, acted = ops.RECORD_NON_FINITE | ops.RECORD_ENDED | ops.RECORD_CUT, ops.RECORD_ACTED
-        observed = torch.from_numpy(np.ascontiguousarray(self._obs, dtype=np.float64))
+        # The bound calls read the vector env's arrays in place (float64 observations and rewards).
+        observed = np.ascontiguousarray(self._obs, dtype=np.float64)
         flags = 0
 
         for t in range(T):
@@ -223,7 +224,9 @@ class GymEnvironment(Environment):
             elif policy_step is not None:
                 policy_step(observed, t)
             else:
-                ops.observe_(observed, t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP)
+                ops.observe_(
+                    torch.from_numpy(observed), t, raw_obs_buf, obs_buf, *obs_stats, normalize_obs, OBS_CLIP
+                )
                 out = act(obs_rows[t] if cpu else obs_rows[t].to(self.device))
                 ops.record_action_(
                     out.action.cpu(), out.logp.cpu(), out.value.cpu(), t,
@@ -231,13 +234,9 @@ class GymEnvironment(Environment):
                 )  # fmt: skip
             next_obs, reward, terminated, truncated, info = step_envs(env_action_rows[t])
             # the next step's observation (SAME_STEP autoreset: a reset one where an episode ended)
-            observed = torch.from_numpy(np.ascontiguousarray(next_obs, dtype=np.float64))
+            observed = np.ascontiguousarray(next_obs, dtype=np.float64)
             flags = record_reward(
-                observed,
-                torch.from_numpy(np.ascontiguousarray(reward, dtype=np.float64)),
-                torch.from_numpy(terminated),
-                torch.from_numpy(truncated),
-                t,
+                observed, np.ascontiguousarray(reward, dtype=np.float64), terminated, truncated, t
             )
             if flags & attention:  # rare: an episode ended, a time limit cut one, or a value is not finite
                 if flags & ops.RECORD_NON_FINITE:

@@ -17,12 +17,17 @@ are accepted (copied once).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from .activations import ACTIVATION_FUNCTIONS
 
@@ -540,7 +545,7 @@ def gaussian_policy_step_(
 
 def bind_gaussian_rollout(
     step_args: tuple, record_args: tuple, rows: int
-) -> tuple[Callable[[torch.Tensor, int], None], Callable[..., int], Callable[[int], None]]:
+) -> tuple[Callable[[np.ndarray, int], None], Callable[..., int], Callable[[int], None]]:
     """The default policy's rollout bookkeeping bound once: ``step_args`` are ``gaussian_policy_step_``'s
     arguments after ``obs`` and ``t`` (with the ``GaussianMLP``), ``record_args`` ``record_reward_``'s after
     ``t``; ``rows`` is the rollout's length T. Returns
@@ -551,26 +556,40 @@ def bind_gaussian_rollout(
     - ``finish(rows)``: fills ``value_buf`` where ``act`` deferred it (the critic runs after the rollout,
       row by row the same numbers).
 
-    Compiled, these are methods of ``torch.classes.rlarena.GaussianRollout``: one call from Python per
-    simulator step with only what changes as arguments (each op call parses all its arguments, and its cold
-    path after a simulator step costs more than the kernels at one environment). The same calls in the same
-    order as the ops: the same random draws and bits."""
+    ``act`` and ``record`` take the vector env's numpy arrays as they come: observations float64
+    ``[N, obs_dim]`` and rewards float64 ``[N]`` (C-contiguous), ``terminated`` and ``truncated`` bool
+    ``[N]``.
+
+    Compiled, these are ``rlarena._C.rollout_act`` / ``rollout_record`` on a
+    ``torch.classes.rlarena.GaussianRollout``: one call from Python per simulator step that reads the arrays
+    in place (a torch.classes method call converts every argument, and each array would first become a
+    tensor: at one environment that cost more than the kernels). The same calls in the same order as the
+    ops: the same random draws and bits."""
     if _COMPILED and step_args[1].device.type == "cpu":
+        from rlarena import _C
+
         head, net, tail = step_args[:7], step_args[7], step_args[8:]
         mlp = (list(net.actor), list(net.critic), net.log_std, net.activation)
         policy = torch.classes.rlarena.GaussianPolicyStep(*head, *mlp, *tail, True)
         recorder = torch.classes.rlarena.RewardRecorder(*record_args)
         rollout = torch.classes.rlarena.GaussianRollout(policy, recorder)
-        return rollout.act, rollout.record, rollout.finish
+        capsule = _C.rollout_capsule(rollout.retain())  # owns a reference: the partials keep it alive
+        return (
+            functools.partial(_C.rollout_act, capsule),
+            functools.partial(_C.rollout_record, capsule),
+            rollout.finish,
+        )
 
-    def act(obs, t: int) -> None:
-        gaussian_policy_step_reference(obs, t, *step_args)
+    def act(obs: np.ndarray, t: int) -> None:
+        gaussian_policy_step_reference(torch.from_numpy(obs), t, *step_args)
 
     def record(next_obs, reward, terminated, truncated, t: int) -> int:
+        next_obs, reward = torch.from_numpy(next_obs), torch.from_numpy(reward)
+        terminated, truncated = torch.from_numpy(terminated), torch.from_numpy(truncated)
         flags = record_reward_reference(next_obs, reward, terminated, truncated, t, *record_args)
         if flags or t + 1 >= rows:
             return flags
-        act(next_obs, t + 1)
+        gaussian_policy_step_reference(next_obs, t + 1, *step_args)
         return RECORD_ACTED
 
     return act, record, lambda rows: None
@@ -579,17 +598,27 @@ def bind_gaussian_rollout(
 def bind_record_reward(
     raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count, normalize: bool,
     gamma: float, clip: float, episode_return, episode_length,
-) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], int]:  # fmt: skip
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], int]:  # fmt: skip
     """``record_reward_`` with every argument after ``t`` bound: ``record(next_obs, reward, terminated,
-    truncated, t) -> flags`` (compiled: ``torch.classes.rlarena.RewardRecorder``; see
-    ``bind_gaussian_rollout``)."""
+    truncated, t) -> flags`` on the vector env's numpy arrays, as ``bind_gaussian_rollout``'s ``record``
+    takes them (compiled: ``torch.classes.rlarena.RewardRecorder``)."""
     rest = (raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count, normalize)
     rest += (gamma, clip, episode_return, episode_length)
-    if _COMPILED and rewards.device.type == "cpu":
-        return torch.classes.rlarena.RewardRecorder(*rest).record
-    return lambda next_obs, reward, terminated, truncated, t: record_reward_reference(
-        next_obs, reward, terminated, truncated, t, *rest
+    fn = (
+        torch.classes.rlarena.RewardRecorder(*rest).record
+        if _COMPILED and rewards.device.type == "cpu"
+        else functools.partial(_record_reward_bound, rest=rest)
     )
+
+    def record(next_obs, reward, terminated, truncated, t: int) -> int:
+        tensors = (torch.from_numpy(a) for a in (next_obs, reward, terminated, truncated))
+        return fn(*tensors, t)
+
+    return record
+
+
+def _record_reward_bound(next_obs, reward, terminated, truncated, t: int, *, rest: tuple) -> int:
+    return record_reward_reference(next_obs, reward, terminated, truncated, t, *rest)
 
 
 def record_action_(

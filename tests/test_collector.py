@@ -129,9 +129,11 @@ def test_the_reference_policy_step_is_the_distribution_path():
 
 
 def _bind_record_reward_reference(*bound):
-    return lambda next_obs, reward, terminated, truncated, t: ops.record_reward_reference(
-        next_obs, reward, terminated, truncated, t, *bound
-    )
+    def record(next_obs, reward, terminated, truncated, t):
+        arrays = (torch.from_numpy(a) for a in (next_obs, reward, terminated, truncated))
+        return ops.record_reward_reference(*arrays, t, *bound)
+
+    return record
 
 
 def _step_buffers(T: int, n: int, obs_dim: int, act_dim: int, normalize: bool):
@@ -175,7 +177,7 @@ def test_fused_policy_step_and_its_bound_form_give_the_three_calls_bits(n, obs_d
         torch.manual_seed(t)
         ops.gaussian_policy_step_(obs[t], t, *fused[0], net, *fused[1])
         torch.manual_seed(t)
-        step(obs[t], t)
+        step(obs[t].numpy(), t)
     finish(T)
     for got in (fused, bound):
         for want_part, got_part in zip(three, got):
@@ -183,6 +185,72 @@ def test_fused_policy_step_and_its_bound_form_give_the_three_calls_bits(n, obs_d
                 if isinstance(want, torch.Tensor):
                     assert torch.equal(want, have)
     assert not torch.equal(three[1][0][0], three[1][0][1])  # the draws differ from row to row
+
+
+def _rollout_case(T: int, n: int, obs_dim: int, act_dim: int, net):
+    """Buffers for one bound rollout: ``(step_args, record_args)`` as bind_gaussian_rollout takes them."""
+    head, tail = _step_buffers(T, n, obs_dim, act_dim, normalize=True)
+    records = (torch.zeros(T, n), torch.zeros(T, n), torch.zeros(T, n), torch.zeros(T, n, dtype=torch.bool))
+    stats = (torch.zeros((), dtype=torch.float64), torch.ones((), dtype=torch.float64))
+    record_args = (
+        *records,
+        torch.zeros(n, dtype=torch.float64),
+        *stats,
+        torch.tensor(1e-4, dtype=torch.float64),
+    )
+    record_args += (True, 0.99, 10.0, torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.int64))
+    return (*head, net, *tail), record_args
+
+
+@pytest.mark.skipif(ops.backend() != "compiled", reason="the entry points are the compiled extension's")
+def test_rollout_entry_points_read_the_env_arrays_as_the_class_methods_read_tensors():
+    """rlarena._C.rollout_act / rollout_record (what bind_gaussian_rollout returns: the vector env's numpy
+    arrays read in place) against torch.classes.rlarena.GaussianRollout's act / record on the same values as
+    tensors: the same flags and the same bits in every buffer; a wrong array is named in one clear error."""
+    T, n, obs_dim, act_dim = 12, 2, 11, 3
+    policy, _ = _policy_args(obs_dim, act_dim)
+    net = policy.gaussian_mlp()
+    (fast_step, fast_record), (slow_step, slow_record) = (
+        _rollout_case(T, n, obs_dim, act_dim, net) for _ in "ab"
+    )
+    act, record, finish = ops.bind_gaussian_rollout(fast_step, fast_record, T)
+    mlp = (list(net.actor), list(net.critic), net.log_std, net.activation)
+    reference = torch.classes.rlarena.GaussianRollout(
+        torch.classes.rlarena.GaussianPolicyStep(*slow_step[:7], *mlp, *slow_step[8:], True),
+        torch.classes.rlarena.RewardRecorder(*slow_record),
+    )
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(T + 1, n, obs_dim)) * 3
+    reward = rng.normal(size=(T, n))
+    terminated, truncated = rng.random((T, n)) < 0.15, rng.random((T, n)) < 0.1
+    flags_seen, torch_arrays = set(), lambda *a: [torch.from_numpy(np.ascontiguousarray(x)) for x in a]
+    last = 0
+    for t in range(T):
+        if not last & ops.RECORD_ACTED:  # else the previous record acted on this row
+            torch.manual_seed(t)
+            act(np.ascontiguousarray(obs[t]), t)
+            torch.manual_seed(t)
+            reference.act(*torch_arrays(obs[t]), t)
+        torch.manual_seed(100 + t)
+        last = record(np.ascontiguousarray(obs[t + 1]), reward[t], terminated[t], truncated[t], t)
+        torch.manual_seed(100 + t)
+        want = reference.record(*torch_arrays(obs[t + 1], reward[t], terminated[t], truncated[t]), t)
+        assert last == want
+        flags_seen.add(last)
+    finish(T)
+    reference.finish(T)
+    assert ops.RECORD_ACTED in flags_seen and any(f & ops.RECORD_ENDED for f in flags_seen)
+    for fast, slow in zip((*fast_step, *fast_record), (*slow_step, *slow_record)):
+        if isinstance(fast, torch.Tensor):
+            assert torch.equal(fast, slow)
+    with pytest.raises(TypeError, match="'next_obs' must be a C-contiguous 2D array of float64"):
+        record(obs[1].astype(np.float32), reward[0], terminated[0], truncated[0], 0)
+    with pytest.raises(TypeError, match="'terminated' must be a C-contiguous 1D array of bool"):
+        record(obs[1], reward[0], terminated[0].astype(np.int8), truncated[0], 0)
+    with pytest.raises(ValueError, match="2 observations but 3 rewards"):
+        record(obs[1], np.zeros(3), terminated[0], truncated[0], 0)
+    with pytest.raises(ValueError, match="do not fit row 99"):
+        act(obs[1], 99)
 
 
 @pytest.mark.parametrize("n", [1, 3])

@@ -48,7 +48,8 @@ def test_collector_rlarena(benchmark, name):
 def test_collector_bare_env(benchmark, name):
     shape = loop.SHAPES[name]
     built = loop.build_rlarena(shape)
-    _bench(benchmark, "collector", shape, loop.bare_stepper(built, shape))
+    actions = built.env.collect(built.policy, shape.num_steps).info["env_actions"].numpy()  # the policy's
+    _bench(benchmark, "collector", shape, loop.bare_stepper(built, shape, actions))
     built.env.close()
 
 

@@ -15,6 +15,9 @@
 // the same order; sums over the sub-environments in index order), written without FMA contraction: the same
 // bits on every CPU, and the same as the numpy code for one sub-environment (tests/test_collector.py).
 
+#include <Python.h>  // first, as Python asks: the fast entry points (end of file)
+
+#include "collector.h"
 #include "mlp_act.h"
 
 #include <ATen/core/Tensor.h>
@@ -26,6 +29,7 @@
 #include <torch/custom_class.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -74,15 +78,10 @@ T* ptr(const at::Tensor& t, at::ScalarType type, const char* name) {
   return static_cast<T*>(t.data_ptr());
 }
 
-void observe_cpu(const at::Tensor& obs, int64_t t, const at::Tensor& raw_buf, const at::Tensor& obs_buf,
-                 const at::Tensor& mean, const at::Tensor& var, const at::Tensor& count, bool normalize,
-                 double clip) {
-  TORCH_CHECK_VALUE(obs.dim() == 2 && raw_buf.dim() == 3 && obs_buf.sizes() == raw_buf.sizes() &&
-                        raw_buf.size(1) == obs.size(0) && raw_buf.size(2) == obs.size(1) && t >= 0 &&
-                        t < raw_buf.size(0),
-                    "rlarena.observe_: obs ", obs.sizes(), " does not fit row ", t, " of buffers ", raw_buf.sizes());
-  const int64_t n = obs.size(0), d = obs.size(1);
-  const double* x = ptr<double>(obs, at::kDouble, "obs");
+// observe_ on `n` rows of `d` float64 values at `x` (shape already checked against the buffers).
+void observe_rows(const double* x, int64_t n, int64_t d, int64_t t, const at::Tensor& raw_buf,
+                  const at::Tensor& obs_buf, const at::Tensor& mean, const at::Tensor& var, const at::Tensor& count,
+                  bool normalize, double clip) {
   float* raw = ptr<float>(raw_buf, at::kFloat, "raw_buf") + t * n * d;
   float* out = ptr<float>(obs_buf, at::kFloat, "obs_buf") + t * n * d;
   for (int64_t i = 0; i < n * d; ++i) raw[i] = static_cast<float>(x[i]);
@@ -104,6 +103,22 @@ void observe_cpu(const at::Tensor& obs, int64_t t, const at::Tensor& raw_buf, co
       out[i * d + j] = static_cast<float>(z);
     }
   }
+}
+
+void check_observation_rows(int64_t n, int64_t d, int64_t t, const at::Tensor& raw_buf, const at::Tensor& obs_buf) {
+  TORCH_CHECK_VALUE(raw_buf.dim() == 3 && obs_buf.sizes() == raw_buf.sizes() && raw_buf.size(1) == n &&
+                        raw_buf.size(2) == d && t >= 0 && t < raw_buf.size(0),
+                    "rlarena.observe_: observations [", n, ", ", d, "] do not fit row ", t, " of buffers ",
+                    raw_buf.sizes());
+}
+
+void observe_cpu(const at::Tensor& obs, int64_t t, const at::Tensor& raw_buf, const at::Tensor& obs_buf,
+                 const at::Tensor& mean, const at::Tensor& var, const at::Tensor& count, bool normalize,
+                 double clip) {
+  TORCH_CHECK_VALUE(obs.dim() == 2, "rlarena.observe_: obs must be [N, obs_dim], got ", obs.sizes());
+  const int64_t n = obs.size(0), d = obs.size(1);
+  check_observation_rows(n, d, t, raw_buf, obs_buf);
+  observe_rows(ptr<double>(obs, at::kDouble, "obs"), n, d, t, raw_buf, obs_buf, mean, var, count, normalize, clip);
 }
 
 void record_action_cpu(const at::Tensor& action, const at::Tensor& logp, const at::Tensor& value, int64_t t,
@@ -140,21 +155,19 @@ constexpr int64_t kNonFinite = 1;  // the next observation or the reward has a N
 constexpr int64_t kEnded = 2;      // some episode ended (terminated or truncated)
 constexpr int64_t kCut = 4;        // some episode was truncated without terminating (bootstrap it)
 
-int64_t record_reward_cpu(const at::Tensor& next_obs, const at::Tensor& reward, const at::Tensor& terminated, const at::Tensor& truncated,
-                       int64_t t, const at::Tensor& raw_rewards, const at::Tensor& rewards, const at::Tensor& dones,
-                       const at::Tensor& terminated_buf, const at::Tensor& discounted, const at::Tensor& ret_mean,
-                       const at::Tensor& ret_var, const at::Tensor& ret_count, bool normalize, double gamma,
-                       double clip, const at::Tensor& episode_return, const at::Tensor& episode_length) {
-  const int64_t n = reward.numel();
+// record_reward_ on `n` rewards at `r` and flags at `term`, `trunc`, the next observations' `obs_numel`
+// values at `o` (only checked for finiteness here).
+int64_t record_reward_rows(const double* o, int64_t obs_numel, const double* r, const bool* term,
+                           const bool* trunc, int64_t n, int64_t t, const at::Tensor& raw_rewards,
+                           const at::Tensor& rewards, const at::Tensor& dones, const at::Tensor& terminated_buf,
+                           const at::Tensor& discounted, const at::Tensor& ret_mean, const at::Tensor& ret_var,
+                           const at::Tensor& ret_count, bool normalize, double gamma, double clip,
+                           const at::Tensor& episode_return, const at::Tensor& episode_length) {
   int64_t flags = 0;
-  const double* o = ptr<double>(next_obs, at::kDouble, "next_obs");
-  for (int64_t i = 0; i < next_obs.numel(); ++i)
+  for (int64_t i = 0; i < obs_numel; ++i)
     if (!std::isfinite(o[i])) flags |= kNonFinite;
   TORCH_CHECK_VALUE(rewards.dim() == 2 && rewards.size(1) == n && t >= 0 && t < rewards.size(0),
                     "rlarena.record_reward_: ", n, " rewards do not fit row ", t, " of ", rewards.sizes());
-  const double* r = ptr<double>(reward, at::kDouble, "reward");
-  const bool* term = ptr<bool>(terminated, at::kBool, "terminated");
-  const bool* trunc = ptr<bool>(truncated, at::kBool, "truncated");
   float* raw_out = ptr<float>(raw_rewards, at::kFloat, "raw_rewards") + t * n;
   float* out = ptr<float>(rewards, at::kFloat, "rewards") + t * n;
   float* done_out = ptr<float>(dones, at::kFloat, "dones") + t * n;
@@ -193,6 +206,22 @@ int64_t record_reward_cpu(const at::Tensor& next_obs, const at::Tensor& reward, 
     out[i] = static_cast<float>(z);
   }
   return flags;
+}
+
+int64_t record_reward_cpu(const at::Tensor& next_obs, const at::Tensor& reward, const at::Tensor& terminated,
+                          const at::Tensor& truncated, int64_t t, const at::Tensor& raw_rewards,
+                          const at::Tensor& rewards, const at::Tensor& dones, const at::Tensor& terminated_buf,
+                          const at::Tensor& discounted, const at::Tensor& ret_mean, const at::Tensor& ret_var,
+                          const at::Tensor& ret_count, bool normalize, double gamma, double clip,
+                          const at::Tensor& episode_return, const at::Tensor& episode_length) {
+  const int64_t n = reward.numel();
+  TORCH_CHECK_VALUE(terminated.numel() == n && truncated.numel() == n, "rlarena.record_reward_: ", n,
+                    " rewards but ", terminated.numel(), " terminated and ", truncated.numel(), " truncated flags");
+  return record_reward_rows(ptr<double>(next_obs, at::kDouble, "next_obs"), next_obs.numel(),
+                            ptr<double>(reward, at::kDouble, "reward"), ptr<bool>(terminated, at::kBool, "terminated"),
+                            ptr<bool>(truncated, at::kBool, "truncated"), n, t, raw_rewards, rewards, dones,
+                            terminated_buf, discounted, ret_mean, ret_var, ret_count, normalize, gamma, clip,
+                            episode_return, episode_length);
 }
 
 using ActFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, at::TensorList, at::TensorList,
@@ -252,8 +281,14 @@ struct GaussianPolicyStep : torch::CustomClassHolder {
 
   // observe_ of `obs` at row t, the policy's step on the normalized row, record_action_ of its outputs.
   void step(const at::Tensor& obs, int64_t t) const {
-    observe_cpu(obs, t, raw_buf, obs_buf, mean, var, count, normalize, clip);
-    const int64_t n = obs.size(0), d = obs.size(1);
+    TORCH_CHECK_VALUE(obs.dim() == 2, "GaussianPolicyStep.step: obs must be [N, obs_dim], got ", obs.sizes());
+    step_rows(ptr<double>(obs, at::kDouble, "obs"), obs.size(0), obs.size(1), t);
+  }
+
+  // step() on `n` observations of `d` float64 values at `x`.
+  void step_rows(const double* x, int64_t n, int64_t d, int64_t t) const {
+    check_observation_rows(n, d, t, raw_buf, obs_buf);
+    observe_rows(x, n, d, t, raw_buf, obs_buf, mean, var, count, normalize, clip);
     if (fast && d == net.obs_dim) {
       const int64_t a = net.act_dim;
       float* action = actions.data_ptr<float>() + t * n * a;
@@ -340,6 +375,13 @@ struct RewardRecorder : torch::CustomClassHolder {
                              episode_length);
   }
 
+  int64_t record_rows(const double* o, int64_t obs_numel, const double* r, const bool* term, const bool* trunc,
+                      int64_t n, int64_t t) const {
+    return record_reward_rows(o, obs_numel, r, term, trunc, n, t, raw_rewards, rewards, dones, terminated_buf,
+                              discounted, ret_mean, ret_var, ret_count, normalize, gamma, clip, episode_return,
+                              episode_length);
+  }
+
   at::Tensor raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count;
   bool normalize;
   double gamma, clip;
@@ -368,13 +410,168 @@ struct GaussianRollout : torch::CustomClassHolder {
     return kActed;
   }
 
+  // record() on raw rows: `n` observations of `d` float64 values at `o`, `n` rewards and flags.
+  int64_t record_rows(const double* o, int64_t n, int64_t d, const double* r, const bool* term, const bool* trunc,
+                      int64_t t) const {
+    const int64_t flags = recorder->record_rows(o, n * d, r, term, trunc, n, t);
+    if (flags != 0 || t + 1 >= policy->obs_buf.size(0)) return flags;
+    policy->step_rows(o, n, d, t + 1);
+    return kActed;
+  }
+
   void finish(int64_t rows) const { policy->values(rows); }
 
   c10::intrusive_ptr<GaussianPolicyStep> policy;
   c10::intrusive_ptr<RewardRecorder> recorder;
 };
 
+// ---- The per-step entry points from Python ----------------------------------------------------------------
+// A torch.classes method call from Python costs ~3 us (pybind11 and IValue conversion of every argument, a
+// Python-level export check), and the gymnasium arrays must first become tensors (torch.from_numpy, ~0.7 us
+// each). At one environment that is more than the step's arithmetic. These take the vector env's numpy arrays
+// through the buffer protocol (no copy, no tensor) and the rollout through a capsule that owns a reference
+// to it: rlarena.ops.bind_gaussian_rollout uses them; the torch.classes methods stay the reference.
+
+struct HeldBuffer {
+  Py_buffer view{};
+  bool held = false;
+  ~HeldBuffer() {
+    if (held) PyBuffer_Release(&view);
+  }
+};
+
+// Whether `format` is the struct code `code` (numpy writes native types without a byte-order prefix, but
+// '<', '=' and '@' mean the same on x86-64).
+bool format_is(const char* format, char code) {
+  if (format == nullptr) return code == 'B';
+  if (*format == '<' || *format == '=' || *format == '@') ++format;
+  return format[0] == code && format[1] == '\0';
+}
+
+// A C-contiguous buffer of `ndim` dimensions of struct code `code` from `obj`; false with a TypeError set.
+bool get_buffer(PyObject* obj, HeldBuffer& buffer, char code, int ndim, const char* name, const char* what) {
+  if (PyObject_GetBuffer(obj, &buffer.view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "rlarena rollout: '%s' must be a C-contiguous %dD array of %s, got %s", name,
+                 ndim, what, Py_TYPE(obj)->tp_name);
+    return false;
+  }
+  buffer.held = true;
+  if (!format_is(buffer.view.format, code) || buffer.view.ndim != ndim) {
+    PyErr_Format(PyExc_TypeError, "rlarena rollout: '%s' must be a C-contiguous %dD array of %s, got format '%s' "
+                 "with %d dimensions", name, ndim, what, buffer.view.format ? buffer.view.format : "B",
+                 buffer.view.ndim);
+    return false;
+  }
+  return true;
+}
+
+constexpr const char* kCapsuleName = "rlarena.GaussianRollout";
+
+const GaussianRollout* rollout_from(PyObject* capsule) {
+  return static_cast<const GaussianRollout*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+}
+
+void release_rollout(PyObject* capsule) {
+  auto* rollout = static_cast<GaussianRollout*>(PyCapsule_GetPointer(capsule, kCapsuleName));
+  if (rollout != nullptr) c10::intrusive_ptr<GaussianRollout>::reclaim(rollout);  // drops the reference
+}
+
+// Runs `body`, turning a C++ error into the Python exception the torch.classes method would raise.
+template <typename F>
+PyObject* translate_errors(F&& body) {
+  try {
+    return body();
+  } catch (const c10::ValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
+  } catch (const c10::TypeError& e) {
+    PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+// rollout_capsule(handle) -> capsule: takes over the reference GaussianRollout.retain() handed out.
+PyObject* rollout_capsule(PyObject*, PyObject* handle) {
+  void* pointer = PyLong_AsVoidPtr(handle);
+  if (pointer == nullptr) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "rlarena rollout: null handle");
+    return nullptr;
+  }
+  return PyCapsule_New(pointer, kCapsuleName, release_rollout);
+}
+
+// rollout_act(capsule, obs, t): GaussianRollout.act with obs a float64 [N, obs_dim] array.
+PyObject* rollout_act(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 3) {
+    PyErr_Format(PyExc_TypeError, "rollout_act(capsule, obs, t) takes 3 arguments, got %zd", nargs);
+    return nullptr;
+  }
+  const GaussianRollout* rollout = rollout_from(args[0]);
+  if (rollout == nullptr) return nullptr;
+  HeldBuffer obs;
+  if (!get_buffer(args[1], obs, 'd', 2, "obs", "float64")) return nullptr;
+  const long long t = PyLong_AsLongLong(args[2]);
+  if (t == -1 && PyErr_Occurred()) return nullptr;
+  return translate_errors([&]() -> PyObject* {
+    rollout->policy->step_rows(static_cast<const double*>(obs.view.buf), obs.view.shape[0], obs.view.shape[1], t);
+    Py_RETURN_NONE;
+  });
+}
+
+// rollout_record(capsule, next_obs, reward, terminated, truncated, t) -> flags: GaussianRollout.record with
+// the vector env's arrays (float64 [N, obs_dim] and [N], bool [N] and [N]).
+PyObject* rollout_record(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 6) {
+    PyErr_Format(PyExc_TypeError,
+                 "rollout_record(capsule, next_obs, reward, terminated, truncated, t) takes 6 arguments, got %zd",
+                 nargs);
+    return nullptr;
+  }
+  const GaussianRollout* rollout = rollout_from(args[0]);
+  if (rollout == nullptr) return nullptr;
+  HeldBuffer obs, reward, terminated, truncated;
+  if (!get_buffer(args[1], obs, 'd', 2, "next_obs", "float64") ||
+      !get_buffer(args[2], reward, 'd', 1, "reward", "float64") ||
+      !get_buffer(args[3], terminated, '?', 1, "terminated", "bool") ||
+      !get_buffer(args[4], truncated, '?', 1, "truncated", "bool"))
+    return nullptr;
+  const Py_ssize_t n = obs.view.shape[0];
+  if (reward.view.shape[0] != n || terminated.view.shape[0] != n || truncated.view.shape[0] != n) {
+    PyErr_Format(PyExc_ValueError,
+                 "rlarena rollout: %zd observations but %zd rewards, %zd terminated and %zd truncated flags", n,
+                 reward.view.shape[0], terminated.view.shape[0], truncated.view.shape[0]);
+    return nullptr;
+  }
+  const long long t = PyLong_AsLongLong(args[5]);
+  if (t == -1 && PyErr_Occurred()) return nullptr;
+  return translate_errors([&]() -> PyObject* {
+    const int64_t flags = rollout->record_rows(
+        static_cast<const double*>(obs.view.buf), n, obs.view.shape[1], static_cast<const double*>(reward.view.buf),
+        static_cast<const bool*>(terminated.view.buf), static_cast<const bool*>(truncated.view.buf), t);
+    return PyLong_FromLongLong(flags);
+  });
+}
+
 }  // namespace
+
+PyMethodDef* collector_python_methods() {
+  static PyMethodDef methods[] = {
+      {"rollout_capsule", reinterpret_cast<PyCFunction>(rollout_capsule), METH_O,
+       "rollout_capsule(handle) -> capsule owning the GaussianRollout that retain() handed out"},
+      {"rollout_act", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(rollout_act)), METH_FASTCALL,
+       "rollout_act(capsule, obs, t): GaussianRollout.act on a float64 numpy array"},
+      {"rollout_record", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(rollout_record)),
+       METH_FASTCALL,
+       "rollout_record(capsule, next_obs, reward, terminated, truncated, t) -> flags: GaussianRollout.record "
+       "on the vector env's numpy arrays"},
+      {nullptr, nullptr, 0, nullptr}};
+  return methods;
+}
+
 }  // namespace cpu
 }  // namespace rlarena
 
@@ -403,5 +600,9 @@ TORCH_LIBRARY_FRAGMENT(rlarena, m) {
       .def(torch::init<c10::intrusive_ptr<GaussianPolicyStep>, c10::intrusive_ptr<RewardRecorder>>())
       .def("act", &GaussianRollout::act)
       .def("record", &GaussianRollout::record)
-      .def("finish", &GaussianRollout::finish);
+      .def("finish", &GaussianRollout::finish)
+      // A new reference to this rollout as an integer, for rlarena._C.rollout_capsule (which owns it).
+      .def("retain", [](const c10::intrusive_ptr<GaussianRollout>& self) -> int64_t {
+        return reinterpret_cast<int64_t>(c10::intrusive_ptr<GaussianRollout>(self).release());
+      });
 }
