@@ -27,6 +27,7 @@ Two collection modes:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -43,6 +44,32 @@ from .gym_preferences import StepSegments
 
 OBS_CLIP = 10.0
 REWARD_CLIP = 10.0
+
+
+_MUJOCO_WARNINGS_SEEN: set[str] | None = None
+
+
+def _show_each_mujoco_warning_once() -> None:
+    """Route MuJoCo's compiler warnings through a handler that prints each distinct one once per process.
+
+    MuJoCo 4 warns that gymnasium's HalfCheetah model uses the deprecated ``settotalmass`` attribute every
+    time the model is compiled: once per sub-environment, evaluation env and bench case, dozens of identical
+    lines around the progress output. Installed when the first gymnasium environment is made."""
+    global _MUJOCO_WARNINGS_SEEN
+    if _MUJOCO_WARNINGS_SEEN is not None:
+        return
+    try:
+        import mujoco
+    except ImportError:  # classic-control tasks only
+        return
+    _MUJOCO_WARNINGS_SEEN = set()
+
+    def show_once(message: str) -> None:
+        if message not in _MUJOCO_WARNINGS_SEEN:
+            _MUJOCO_WARNINGS_SEEN.add(message)
+            print(f"MuJoCo warning (shown once): {message}", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(show_once)
 
 
 def _clip(x: np.ndarray, bound: float) -> np.ndarray:
@@ -96,6 +123,8 @@ class GymEnvironment(Environment):
         self.action_space.seed(settings.seed)
 
     def _make_vector(self, n: int) -> gym.vector.SyncVectorEnv:
+        _show_each_mujoco_warning_once()
+
         def make() -> gym.Env:
             kwargs = dict(self._env_kwargs)
             if self._max_episode_steps is not None:

@@ -349,3 +349,15 @@ def test_progress_is_quiet_between_intervals_and_when_disabled():
     quiet.update(10, 1.0, 1.0)
     quiet.close()
     assert off.getvalue() == ""
+
+
+def test_a_mujoco_compiler_warning_is_shown_once_per_process(monkeypatch, capfd):
+    """MuJoCo 4 warns about HalfCheetah's deprecated ``settotalmass`` at every model compilation: once per
+    sub-environment without the handler. With it, two environments of four sub-environments print it once."""
+    from rlarena.envs import gym_env
+
+    monkeypatch.setattr(gym_env, "_MUJOCO_WARNINGS_SEEN", None)  # as in a fresh process
+    for _ in range(2):
+        _built(env="halfcheetah", n=4).env.close()
+    err = capfd.readouterr().err
+    assert err.count("settotalmass") == 1 and "MuJoCo warning (shown once)" in err
