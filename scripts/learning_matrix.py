@@ -5,7 +5,8 @@
     .venv/bin/python scripts/learning_matrix.py --cases ppo,preference --seeds 0-4 --isa native,avx2
 
 Each (setting, case, seed) runs in its own process (the ISA variables must be set before torch loads), one
-job per core. The text cases share one SFT model per setting, trained first. The thresholds of the learning
+job per core. The text cases share one SFT model per setting (and one reward model on it, when a case
+warm-starts from one), trained first. The thresholds of the learning
 tests (``tests/learning_cases.py``) are chosen from this table: they must hold for the median over seeds
 under every setting.
 """
@@ -53,20 +54,25 @@ def run_one(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from learning_cases import CASES, train_text_sft
+    from learning_cases import CASES, run_reward_model, train_text_sft
 
     workdir = Path(args.workdir)
-    if args.one == "sft":
+    if args.one == "sft":  # the setting's pipeline: the SFT model, then the reward model when asked for
         figures = train_text_sft(args.sft, seed=args.seed)
+        if args.rm:
+            rm = run_reward_model(args.seed, Path(args.rm).parent, sft=args.sft)
+            figures.update({f"rm_{k}": v for k, v in rm.items()})
     else:
         case = CASES[args.one]
         context = {"sft": args.sft} if case.needs_sft else {}
+        if case.needs_reward_model:
+            context["rm"] = args.rm
         figures = case.run(args.seed, workdir, **context)
         figures["passed"] = bool(case.passes(figures))
     print("FIGURES " + json.dumps(figures))
 
 
-def spawn(setting: str, case: str, seed: int, workdir: Path, sft: str) -> dict:
+def spawn(setting: str, case: str, seed: int, workdir: Path, sft: str, rm: str = "") -> dict:
     env = {**os.environ, **ISA_SETTINGS[setting], "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     cmd = [
         sys.executable,
@@ -79,6 +85,8 @@ def spawn(setting: str, case: str, seed: int, workdir: Path, sft: str) -> dict:
         str(workdir),
         "--sft",
         sft,
+        "--rm",
+        rm,
     ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--sft", default="", help=argparse.SUPPRESS)
+    p.add_argument("--rm", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         run_one(args)
@@ -123,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     def sft_path(setting: str) -> str:
         return str(root / setting / "sft.pt")
 
+    needs_rm = any(CASES[c].needs_reward_model for c in cases)
+
+    def rm_path(setting: str) -> str:
+        return str(root / setting / "rm" / "rm.pt") if needs_rm else ""
+
     lock = threading.Lock()
 
     def save() -> None:  # after every job: an interrupted matrix keeps what it measured
@@ -131,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).write_text(text + "\n")
 
     def job(setting: str, case: str, seed: int) -> None:
-        figures = spawn(setting, case, seed, root / setting / case / f"s{seed}", sft_path(setting))
+        workdir = root / setting / case / f"s{seed}"
+        figures = spawn(setting, case, seed, workdir, sft_path(setting), rm_path(setting))
         with lock:
             results[setting][case][str(seed)] = figures
             save()
@@ -143,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
             def sft_job(setting: str) -> None:
                 (root / setting).mkdir(parents=True, exist_ok=True)
-                sft_figures[setting] = spawn(setting, "sft", 0, root / setting, sft_path(setting))
+                paths = sft_path(setting), rm_path(setting)
+                sft_figures[setting] = spawn(setting, "sft", 0, root / setting, *paths)
                 print(f"[{setting}] sft: {describe(sft_figures[setting])}", flush=True)
 
             list(pool.map(sft_job, settings))
