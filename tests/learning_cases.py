@@ -179,15 +179,27 @@ def run_text_ppo(seed: int, workdir: Path, *, sft: str) -> Figures:
     return {"score_before": before["score"], "score_after": after["score"], "kl": after["kl"]}
 
 
-TEXT_PPO = LearningCase(
-    name="text ppo",
-    run=run_text_ppo,
-    passes=lambda f: f["score_after"] >= f["score_before"] + 0.04 and f["kl"] < 2.0,
-    claim=(
-        f"PPO on the text task (format, oracle reward, {TEXT_PPO_UPDATES} updates of 64 prompts): sampled "
-        "score on 200 held-out prompts rises by >= 0.04, KL to the SFT model < 2 nats"
-    ),
-    needs_sft=True,
+def text_gain_case(
+    name: str, run: Callable[..., Figures], gain: float, what: str, **needs: bool
+) -> LearningCase:
+    """A text case that asserts the sampled score on the 200 held-out prompts rises by ``gain`` over the
+    SFT model's, with the KL to the SFT model below 2 nats per response."""
+    return LearningCase(
+        name=name,
+        run=run,
+        passes=lambda f: f["score_after"] >= f["score_before"] + gain and f["kl"] < 2.0,
+        claim=f"{what}: sampled score on 200 held-out prompts rises by >= {gain:g}, KL to the SFT model < 2 "
+        "nats",
+        needs_sft=True,
+        **needs,
+    )
+
+
+TEXT_PPO = text_gain_case(
+    "text ppo",
+    run_text_ppo,
+    0.04,
+    f"PPO on the text task (format, oracle reward, {TEXT_PPO_UPDATES} updates of 64 prompts)",
 )
 
 TEXT_PREFERENCE_LABELS = 300
@@ -217,17 +229,12 @@ def run_text_preference(seed: int, workdir: Path, *, sft: str, rm: str) -> Figur
     return {"score_before": before["score"], "score_after": summary["eval_score"], "kl": summary["eval_kl"]}
 
 
-TEXT_PREFERENCE = LearningCase(
-    name="text preference",
-    run=run_text_preference,
-    passes=lambda f: f["score_after"] >= f["score_before"] + 0.01 and f["kl"] < 2.0,
-    claim=(
-        f"preference-PPO on the text task (format, {TEXT_PREFERENCE_LABELS} synthetic labels, the reward "
-        f"model warm-started from one trained on offline comparisons, {TEXT_PPO_UPDATES} updates of 64 "
-        "prompts): "
-        "sampled score on 200 held-out prompts rises by >= 0.01, KL to the SFT model < 2 nats"
-    ),
-    needs_sft=True,
+TEXT_PREFERENCE = text_gain_case(
+    "text preference",
+    run_text_preference,
+    0.01,
+    f"preference-PPO on the text task (format, {TEXT_PREFERENCE_LABELS} synthetic labels, the reward model "
+    f"warm-started from one trained on offline comparisons, {TEXT_PPO_UPDATES} updates of 64 prompts)",
     needs_reward_model=True,
 )
 
