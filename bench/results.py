@@ -342,6 +342,7 @@ class Run:
     random_score: float | None
     reference_score: float | None
     mtime: float = 0.0
+    code_path: str | None = None  # summary.json's (runs before 2026-12-03 lack it)
     config: dict[str, str] | None = None  # flattened config.yaml without the keys seeds may vary in
     inner: str | None = None  # preference runs: algo.inner and algo.total_labels from config.yaml
     total_labels: int | None = None
@@ -564,6 +565,7 @@ def load_run(path: str | os.PathLike) -> Run:
         random_score=_field(summary, "random_score", "number", required=False),
         reference_score=_field(summary, "reference_score", "number", required=False),
         ood_score=_field(summary, "eval_ood_score", "number", required=False),
+        code_path=_field(summary, "code_path", "str", required=False),
     )
     config = _read_config(path)
     env_config = config.get("env") if config else None
@@ -608,14 +610,15 @@ def collect_runs(paths: Sequence[str | os.PathLike], progress: bool = True) -> C
 
 
 def _drop_duplicates(runs: list[Run], collection: Collection) -> list[Run]:
-    """The same config (hash) and seed found twice, e.g. a copied sweep: count it once, the newest."""
+    """The same config (hash) and seed found twice, e.g. a copied sweep: count it once, the newest. Runs on
+    different CPU code paths (``code_path``) are different measurements and all count."""
     newest: dict[tuple, Run] = {}
     kept: list[Run] = []
     for run in sorted(runs, key=lambda r: r.mtime, reverse=True):
         if run.config_hash is None:
             kept.append(run)
             continue
-        key = (run.config_hash, run.algo, run.env, run.seed)
+        key = (run.config_hash, run.algo, run.env, run.seed, run.code_path)
         if key in newest:
             collection.skipped.append(Skipped(str(run.path), f"duplicate of {newest[key].path}"))
         else:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rlarena import ops
 from rlarena.algorithms.base import AlgoConfig, Algorithm
 from rlarena.algorithms.policies import make_mlp_policy
 from rlarena.errors import ConfigError, RunDirectoryInUse, RunFileError, UserError
@@ -358,6 +359,7 @@ def _train(
         "steps_per_sec": (step - start_step) / max(train_time, 1e-9),
         "wall_time_s": time.perf_counter() - start,
         "config_hash": config_hash(cfg),
+        "code_path": ops.code_path(),  # bit-identical results are promised per code path
         # CleanRL's headline metric: mean of the last 100 training episodes (true rewards, stochastic policy)
         "train_return_last100": _mean(recent),
         "train_episodes_in_window": len(recent),

@@ -310,6 +310,20 @@ def backend() -> str:
     return _BACKEND
 
 
+ISA_NAMES = {0: "baseline x86-64", 1: "AVX2+FMA", 2: "AVX-512"}  # torch.ops.rlarena._config("isa")
+
+
+def code_path() -> str:
+    """The CPU code paths this process's arithmetic takes: rlarena's kernels (``RLARENA_CPU_ISA``) and
+    ATen's (``ATEN_CPU_CAPABILITY``). Results are bit-identical per code path, not across them: a run
+    records it (``summary.json``), and the leaderboard never counts two runs of one config and seed on
+    different code paths as one."""
+    ours = "reference"
+    if _BACKEND == "compiled":
+        ours = ISA_NAMES.get(int(torch.ops.rlarena._config("isa")), "?")
+    return f"rlarena {ours}, ATen {torch.backends.cpu.get_cpu_capability()}"
+
+
 _COMPILED = _BACKEND == "compiled"
 
 

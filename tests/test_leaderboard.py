@@ -264,6 +264,23 @@ def test_duplicates_nulls_and_references(tmp_path):
     assert lb.aggregate[0].metrics["Mean"].value == pytest.approx(0.6)
 
 
+def test_one_config_and_seed_on_two_code_paths_counts_twice(tmp_path):
+    """Bit-identity is promised per CPU code path: the same config and seed run under the AVX2 pins is
+    another measurement, not a copy (summary.json's code_path, written by every run)."""
+    run = write_run(tmp_path / "native" / "0", "ppo", "hopper", 0, 500.0)
+    copy = shutil.copytree(run, tmp_path / "avx2" / "0")
+    for path, code_path in ((run, "rlarena AVX-512, ATen AVX512"), (copy, "rlarena AVX2+FMA, ATen AVX2")):
+        summary = json.loads((Path(path) / "summary.json").read_text())
+        (Path(path) / "summary.json").write_text(json.dumps({**summary, "code_path": code_path}))
+    shutil.copytree(copy, tmp_path / "avx2-again" / "0")  # a copy on the same code path still counts once
+    collection = collect_runs([tmp_path], progress=False)
+    assert sorted(r.code_path for r in collection.runs) == [
+        "rlarena AVX-512, ATen AVX512",
+        "rlarena AVX2+FMA, ATen AVX2",
+    ]
+    assert [s.reason.split(" of ")[0] for s in collection.skipped] == ["duplicate"]
+
+
 def test_reused_sweep_jobs_are_noted_not_skipped(tmp_path):
     write_run(tmp_path / "first" / "0", "ppo", "hopper", 0, 500.0)
     rerun = tmp_path / "second" / "0"

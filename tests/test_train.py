@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from rlarena import ops
 from rlarena.algorithms.base import ConfigError
 from rlarena.bench.results import read_metrics
 from rlarena.bench.train import build_algo_config, load_config, run_training
@@ -39,6 +40,7 @@ def test_cli_smoke_writes_run_directory(cli, tmp_path, tiny_overrides):
     assert summary.keys() >= SUMMARY_KEYS
     assert summary["algo"] == "ppo" and summary["env"] == "invertedpendulum" and summary["seed"] == 3
     assert summary["total_steps"] == 256 and summary["steps_per_sec"] > 0
+    assert summary["code_path"] == ops.code_path() and "ATen" in summary["code_path"]
     records = read_metrics(run)
     assert {r["kind"] for r in records} == {"train", "eval"}
     assert all("step" in r for r in records)

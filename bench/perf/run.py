@@ -26,7 +26,6 @@ from rlarena import ops
 from rlarena.bench.perf import peers
 
 GAE_PEERS = ("torch_loop", "numpy_loop", "torchrl")
-ISA_NAMES = {0: "baseline x86-64", 1: "AVX2+FMA", 2: "AVX-512"}
 
 
 def measure(
@@ -176,7 +175,7 @@ def machine_info() -> dict:
         "rlarena_backend": ops.backend(),
     }
     if ops.backend() == "compiled":
-        info["rlarena_cpu_isa"] = ISA_NAMES.get(int(torch.ops.rlarena._config("isa")), "?")
+        info["rlarena_cpu_isa"] = ops.ISA_NAMES.get(int(torch.ops.rlarena._config("isa")), "?")
     if hasattr(os, "getloadavg"):
         info["load_average_1min"] = round(os.getloadavg()[0], 2)
     return info
