@@ -313,15 +313,20 @@ def backend() -> str:
 ISA_NAMES = {0: "baseline x86-64", 1: "AVX2+FMA", 2: "AVX-512"}  # torch.ops.rlarena._config("isa")
 
 
+def cpu_isa() -> str:
+    """The instruction set rlarena's compiled kernels run with (``RLARENA_CPU_ISA``), or ``"reference"``
+    without the compiled extension."""
+    if _BACKEND != "compiled":
+        return "reference"
+    return ISA_NAMES.get(int(torch.ops.rlarena._config("isa")), "?")
+
+
 def code_path() -> str:
     """The CPU code paths this process's arithmetic takes: rlarena's kernels (``RLARENA_CPU_ISA``) and
     ATen's (``ATEN_CPU_CAPABILITY``). Results are bit-identical per code path, not across them: a run
     records it (``summary.json``), and the leaderboard never counts two runs of one config and seed on
     different code paths as one."""
-    ours = "reference"
-    if _BACKEND == "compiled":
-        ours = ISA_NAMES.get(int(torch.ops.rlarena._config("isa")), "?")
-    return f"rlarena {ours}, ATen {torch.backends.cpu.get_cpu_capability()}"
+    return f"rlarena {cpu_isa()}, ATen {torch.backends.cpu.get_cpu_capability()}"
 
 
 _COMPILED = _BACKEND == "compiled"
@@ -618,21 +623,14 @@ def bind_record_reward(
     takes them (compiled: ``torch.classes.rlarena.RewardRecorder``)."""
     rest = (raw_rewards, rewards, dones, terminated_buf, discounted, ret_mean, ret_var, ret_count, normalize)
     rest += (gamma, clip, episode_return, episode_length)
-    fn = (
-        torch.classes.rlarena.RewardRecorder(*rest).record
-        if _COMPILED and rewards.device.type == "cpu"
-        else functools.partial(_record_reward_bound, rest=rest)
-    )
+    compiled = _COMPILED and rewards.device.type == "cpu"
+    recorder = torch.classes.rlarena.RewardRecorder(*rest).record if compiled else None
 
     def record(next_obs, reward, terminated, truncated, t: int) -> int:
-        tensors = (torch.from_numpy(a) for a in (next_obs, reward, terminated, truncated))
-        return fn(*tensors, t)
+        tensors = [torch.from_numpy(a) for a in (next_obs, reward, terminated, truncated)]
+        return recorder(*tensors, t) if recorder is not None else record_reward_reference(*tensors, t, *rest)
 
     return record
-
-
-def _record_reward_bound(next_obs, reward, terminated, truncated, t: int, *, rest: tuple) -> int:
-    return record_reward_reference(next_obs, reward, terminated, truncated, t, *rest)
 
 
 def record_action_(

@@ -175,7 +175,7 @@ def machine_info() -> dict:
         "rlarena_backend": ops.backend(),
     }
     if ops.backend() == "compiled":
-        info["rlarena_cpu_isa"] = ops.ISA_NAMES.get(int(torch.ops.rlarena._config("isa")), "?")
+        info["rlarena_cpu_isa"] = ops.cpu_isa()
     if hasattr(os, "getloadavg"):
         info["load_average_1min"] = round(os.getloadavg()[0], 2)
     return info
