@@ -74,6 +74,17 @@ def reward_model_main(argv: list[str]) -> int:
         )
         return 2
 
+    if any(a.partition("=")[0] == "hf_path" for a in argv):  # the reward model on a Hugging Face SFT model
+        from rlarena.envs.text.hf_reward_model import HFRMConfig, train_hf_reward_model
+
+        doc = (
+            "Step 2 for a Hugging Face SFT model (rlarena sft hf_path=...'s folder): sample its responses,\n"
+            "label every pair of one prompt's responses with the task scorer, train the model's top\n"
+            "train_layers layers with a scalar head (Bradley-Terry), report held-out pairwise accuracy\n"
+            "overall and per scorer part, and write a folder for env.rm_checkpoint (out=null: <hf_path>-rm)."
+        )
+        errors = (FileNotFoundError, ImportError, ValueError, NoComparisonsError)
+        return _run("reward-model", HFRMConfig, doc, argv, train_hf_reward_model, errors)
     doc = (
         "Step 2: sample responses from the SFT model, label pairs with the task scorer (synthetic labeler),\n"
         "train a Bradley-Terry reward model and report its held-out pairwise accuracy\n"

@@ -142,3 +142,31 @@ def test_cli_steps_write_checkpoints_and_name_missing_steps(tmp_path, capsys):
     assert sft_main(["task=strings", "stpes=5"]) == 2 and "unknown key 'stpes'" in capsys.readouterr().err
     assert sft_main(["task=nope"]) == 2
     assert sft_main(["--help"]) == 0 and "steps" in capsys.readouterr().out
+
+
+def test_reward_model_batches_of_prompts_hold_every_labeled_pair_of_their_prompts():
+    """batch=prompts (InstructGPT): a step trains on all labeled pairs of `size` distinct prompts, and on
+    no pair of another prompt; batch=pairs draws `size` comparisons from all prompts."""
+    from rlarena.envs.text.reward_model import Comparisons, RMConfig, draw_batch
+
+    m, prompts = 4, 10
+    winner, loser = [], []
+    for i in range(prompts):  # prompt i has i % 4 labeled pairs (0: all of its samples tied)
+        for j in range(i % 4):
+            winner.append(i * m + j)
+            loser.append(i * m + 3)
+    data = Comparisons(
+        torch.zeros(prompts, 3, dtype=torch.long), torch.ones(prompts, 3, dtype=torch.bool),
+        torch.zeros(prompts * m, 2, dtype=torch.long), torch.ones(prompts * m, 2, dtype=torch.bool),
+        torch.zeros(prompts * m), torch.tensor(winner), torch.tensor(loser),
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        k = draw_batch(data, m, "prompts", 3, gen)
+        chosen = set((data.winner[k] // m).tolist())
+        assert len(chosen) <= 3
+        want = [i for i, w in enumerate(winner) if w // m in chosen]
+        assert sorted(k.tolist()) == want
+    assert len(draw_batch(data, m, "pairs", 7, gen)) == 7
+    with pytest.raises(ValueError, match="batch must be 'pairs' or 'prompts'"):
+        RMConfig(task=TASK, batch="prompt")

@@ -218,10 +218,11 @@ class TextEnv(Environment):
             "texts": texts,
             "scores": scores,
         }
-        if self.reward_model is not None and self.cfg.hf_path is None:  # it reads the policy's tokens
-            out["rm_scores"] = self.reward_model.score(prompt, prompt_mask, responses, mask)
-        elif self.reward_model is not None:  # a Hugging Face policy's tokens: the reward model reads the text
-            rm, ended = self.reward_model, (responses == tok.eos_id).any(1).tolist()
+        rm = self.reward_model
+        if rm is not None and self.cfg.hf_path is None and not rm.reads_text:  # the same characters
+            out["rm_scores"] = rm.score(prompt, prompt_mask, responses, mask)
+        elif rm is not None:  # another tokenizer on either side: the reward model reads the decoded text
+            ended = (responses == tok.eos_id).any(1).tolist()
             out["rm_scores"] = rm.score_texts([r["prompt"] for r in records], texts, ended, rm.tokenizer)
         return out
 
@@ -448,7 +449,8 @@ def _register(task: str) -> None:
         if text_cfg.reward == "rm":
             needed.append(("reward-model", text_cfg.rm_checkpoint, f"rlarena reward-model task={task}"))
         for what, path, command in needed:
-            if not Path(path).is_file():
+            # A Hugging Face reward model is a folder (rlarena reward-model hf_path=...).
+            if not (Path(path).is_file() or (what == "reward-model" and Path(path).is_dir())):
                 raise MissingFileError(f"{what} checkpoint not found at {path!r}; create it with `{command}`")
 
     make.__doc__ = f"text/{task}: {TASKS[task].description}"

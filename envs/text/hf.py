@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,12 @@ def load_hf_lm(path: str) -> tuple[HFCausalLM, HFTokenizer | CharTokenizer]:
     return HFCausalLM(model), tokenizer
 
 
-def save_pretrained_atomically(model: Any, tokenizer: Any, out: Path) -> None:
+def save_pretrained_atomically(
+    model: Any, tokenizer: Any, out: Path, extra: Callable[[Path], None] | None = None
+) -> None:
     """``save_pretrained`` of the model and its tokenizer to ``out``, all or nothing: written beside it,
-    then renamed into place (an interrupted write never leaves a half-written model for env.hf_path)."""
+    then renamed into place (an interrupted write never leaves a half-written model for env.hf_path).
+    ``extra(folder)`` writes further files into the folder before it is renamed (a reward model's head)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -155,6 +159,8 @@ def save_pretrained_atomically(model: Any, tokenizer: Any, out: Path) -> None:
         model.save_pretrained(tmp)
         if tokenizer is not None:  # None: the folder keeps no tokenizer (the character one is used)
             tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         if out.exists():  # a folder cannot be renamed over a non-empty one: move the old one aside first
             out.rename(old)
         try:

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -78,12 +79,24 @@ class TextRewardModel(nn.Module):
 
 
 def load_text_reward_model(path: str, task: str | None = None) -> TextRewardModel:
+    """The reward model of ``rlarena reward-model``: a checkpoint file (the character model), or the folder
+    of a Hugging Face one (``rlarena reward-model hf_path=...``, hf_reward_model.py); ``.tokenizer`` is
+    what it reads, ``.reads_text`` whether it must read decoded text rather than the char policy's tokens."""
+    if Path(path).is_dir():
+        from .hf_reward_model import load_hf_reward_model  # transformers is an optional extra
+
+        rm = load_hf_reward_model(path)
+        if task is not None and rm.task != task:
+            raise ConfigError(f"{path!r} was trained on task {rm.task!r}, not {task!r}")
+        rm.reads_text = True
+        return rm
     ckpt = load_checkpoint(path, "reward-model", f"rlarena reward-model task={task or '<task>'} out={path}")
     if task is not None and ckpt["task"] != task:
         raise ConfigError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
     rm = TextRewardModel(TransformerLM(ModelConfig(**ckpt["model_config"])))
     rm.load_state_dict(ckpt["state_dict"])
     rm.tokenizer = CharTokenizer(ckpt["vocab"])  # what it reads (score_texts: a policy with another one)
+    rm.reads_text = False
     return rm
 
 
@@ -162,6 +175,32 @@ def sample_comparisons(
     )
 
 
+def sample_train_and_heldout(
+    lm: nn.Module,
+    tok: CharTokenizer,
+    task: str,
+    prompts: int,
+    heldout_prompts: int,
+    per_prompt: int,
+    max_new_tokens: int,
+    generator: torch.Generator,
+    min_margin: float = 0.0,
+) -> tuple[Comparisons, Comparisons]:
+    """Comparisons on ``prompts`` random training prompts and on the first ``heldout_prompts`` test prompts;
+    :class:`NoComparisonsError` if either has no labeled pair."""
+    train_records = load_split(task, "train")
+    pick = torch.randperm(len(train_records), generator=generator)[:prompts].tolist()
+    args = (task, tok, per_prompt, max_new_tokens, generator, min_margin)
+    train = sample_comparisons(lm, [train_records[i] for i in pick], *args)
+    heldout = sample_comparisons(lm, load_split(task, "test")[:heldout_prompts], *args)
+    if len(train.winner) == 0 or len(heldout.winner) == 0:
+        raise NoComparisonsError(
+            "the SFT model's samples all score the same: no comparisons to learn from "
+            "(raise prompts= or samples_per_prompt=)"
+        )
+    return train, heldout
+
+
 @torch.no_grad()
 def pairwise_accuracy(
     rm: TextRewardModel,
@@ -199,7 +238,12 @@ class RMConfig:
     heldout_prompts: int = 100  # held-out prompts (test split) for the reported accuracy
     samples_per_prompt: int = 4
     steps: int = 400
-    batch_size: int = 64  # comparisons per step
+    # "pairs": each step draws batch_size comparisons from all prompts' pairs. "prompts" (InstructGPT):
+    # each step draws batch_size prompts and trains on all labeled pairs among their responses, each
+    # response scored once (a prompt's pairs are correlated; as one batch element they overfit less, and
+    # samples_per_prompt=8 gives 28 comparisons per 8 forward passes).
+    batch: str = "pairs"
+    batch_size: int = 64  # comparisons ("pairs") or prompts ("prompts") per step
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     max_new_tokens: int = 24
@@ -215,6 +259,8 @@ class RMConfig:
             raise ValueError(f"samples_per_prompt must be >= 2 to make pairs, got {self.samples_per_prompt}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch not in ("pairs", "prompts"):
+            raise ValueError(f"batch must be 'pairs' or 'prompts', got {self.batch!r}")
         self.sft = self.sft or default_path(self.task, "sft")
         self.out = self.out or default_path(self.task, "rm")
 
@@ -224,18 +270,11 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     sft_lm, tok, _ = load_lm(cfg.sft, cfg.task)
-    train_records = load_split(cfg.task, "train")
-    pick = torch.randperm(len(train_records), generator=gen)[: cfg.prompts].tolist()
     m = cfg.samples_per_prompt
     start = time.perf_counter()
-    args = (cfg.task, tok, m, cfg.max_new_tokens, gen, cfg.min_margin)
-    train = sample_comparisons(sft_lm, [train_records[i] for i in pick], *args)
-    heldout = sample_comparisons(sft_lm, load_split(cfg.task, "test")[: cfg.heldout_prompts], *args)
-    if len(train.winner) == 0 or len(heldout.winner) == 0:
-        raise NoComparisonsError(
-            "the SFT model's samples all score the same: no comparisons to learn from "
-            "(raise prompts= or samples_per_prompt=)"
-        )
+    train, heldout = sample_train_and_heldout(
+        sft_lm, tok, cfg.task, cfg.prompts, cfg.heldout_prompts, m, cfg.max_new_tokens, gen, cfg.min_margin
+    )
     log(
         f"reward-model {cfg.task}: {len(train.winner)} training / {len(heldout.winner)} held-out comparisons "
         f"({time.perf_counter() - start:.0f} s to sample); mean labeler score {train.scores.mean():.3f}"
@@ -250,10 +289,17 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
     schedule = warmup_cosine(opt, 0, cfg.steps)  # no warmup: the factor is exactly 1
     initial = pairwise_accuracy(rm, heldout, m)
     for step in range(1, cfg.steps + 1):
-        k = torch.randint(len(train.winner), (cfg.batch_size,), generator=gen)
-        # One forward pass over winners and losers together.
+        k = draw_batch(train, m, cfg.batch, cfg.batch_size, gen)
+        if len(k) == 0:  # all of these prompts' samples tie: nothing to learn from this step
+            schedule.step()
+            continue
+        # One forward pass over winners and losers together (with "prompts", over each response once).
         rows = torch.cat([train.winner[k], train.loser[k]])
-        scores = rm.raw_score(*train.pair_inputs(rows, m))
+        if cfg.batch == "pairs":
+            scores = rm.raw_score(*train.pair_inputs(rows, m))
+        else:
+            unique, index = torch.unique(rows, return_inverse=True)
+            scores = rm.raw_score(*train.pair_inputs(unique, m))[index]
         sw, sl = scores.chunk(2)
         loss = bradley_terry_loss(sw, sl, torch.ones_like(sw))
         opt.zero_grad(set_to_none=True)
@@ -297,6 +343,17 @@ def train_reward_model(cfg: RMConfig, log: Callable[[str], None] = print) -> dic
             )
         )
     return metrics
+
+
+def draw_batch(
+    data: Comparisons, per_prompt: int, unit: str, size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Indices of one step's comparisons: ``size`` drawn with replacement (``unit="pairs"``), or every
+    labeled pair of ``size`` prompts drawn without replacement (``"prompts"``, InstructGPT's batching)."""
+    if unit == "pairs":
+        return torch.randint(len(data.winner), (size,), generator=generator)
+    chosen = torch.randperm(len(data.prompt), generator=generator)[:size]
+    return torch.isin(data.winner // per_prompt, chosen).nonzero().squeeze(1)
 
 
 @torch.no_grad()
