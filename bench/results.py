@@ -244,14 +244,29 @@ def finished_run_hash(run_dir: str | os.PathLike) -> str | None:
         return stored if isinstance(stored, str) else None
 
 
-def find_finished_run(root: str | os.PathLike, config_hash: str) -> Path | None:
-    """A finished run under ``root`` with the same config hash, if any (sweeps skip those)."""
+def finished_code_path(run_dir: str | os.PathLike) -> str | None:
+    """The CPU code path a finished run recorded (``summary.json``'s ``code_path``; None for runs before
+    2026-12-03, which did not record it, or for no readable summary)."""
+    try:
+        value = json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8")).get("code_path")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def find_finished_run(root: str | os.PathLike, config_hash: str, code_path: str | None = None) -> Path | None:
+    """A finished run under ``root`` with the same config hash, if any (sweeps skip those). With
+    ``code_path``: only one made on that CPU code path, or one that did not record its code path: the same
+    config on another code path computes other numbers, so it is another measurement, not a duplicate."""
     root = Path(root)
     if not root.is_dir():
         return None
     for summary_path in root.rglob(SUMMARY):
-        if finished_run_hash(summary_path.parent) == config_hash:
-            return summary_path.parent
+        run_dir = summary_path.parent
+        if finished_run_hash(run_dir) != config_hash:
+            continue
+        if code_path is None or finished_code_path(run_dir) in (None, code_path):
+            return run_dir
     return None
 
 

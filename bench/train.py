@@ -47,6 +47,7 @@ from .results import (
     clear_run_files,
     config_hash,
     find_finished_run,
+    finished_code_path,
     finished_run_hash,
     read_checkpoint,
     read_json_file,
@@ -497,10 +498,17 @@ def _hydra_job(cfg: DictConfig, run_dir: Path, outputs_root: Path) -> dict[str, 
     cfg_hash = config_hash(cfg)
     with exclusive_directory(run_dir):
         if not cfg.force:
+            here = ops.code_path()
             if finished_run_hash(run_dir) == cfg_hash:
+                theirs = finished_code_path(run_dir)
+                if theirs not in (None, here):  # the same config computes other numbers on this code path
+                    raise ConfigError(
+                        f"{run_dir} holds this run, finished on another CPU code path ({theirs}; this "
+                        f"process: {here}): give it another hydra.run.dir, or force=true to replace it"
+                    )
                 log.info("skipping: this run already finished in %s (force=true to re-run)", run_dir)
                 return read_json_file(run_dir / SUMMARY)
-            done = find_finished_run(outputs_root, cfg_hash)
+            done = find_finished_run(outputs_root, cfg_hash, code_path=here)
             if done is not None and done.resolve() != run_dir.resolve():
                 log.info("skipping: an identical run already finished in %s (force=true to re-run)", done)
                 atomic_write_json(run_dir / REUSED, {"existing": str(done), "config_hash": cfg_hash})

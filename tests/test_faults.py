@@ -337,3 +337,33 @@ def test_atomic_json_write_leaves_only_the_target(tmp_path):
     target = tmp_path / "x.json"
     atomic_write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1} and list(tmp_path.iterdir()) == [target]
+
+
+def test_a_finished_run_of_another_cpu_code_path_is_not_taken_for_this_one(tmp_path):
+    """The same config on another code path (e.g. RLARENA_CPU_ISA=avx2) computes other numbers: a sweep does
+    not skip it as already done elsewhere under outputs_root, and the finished run's own folder is refused
+    with a message, not silently reused or overwritten."""
+    from rlarena import ops
+    from rlarena.bench.results import find_finished_run
+    from rlarena.bench.train import _hydra_job
+
+    root = tmp_path / "outputs"
+    first = root / "native"
+    run_training(load_config(SHORT), first, explicit_keys=set())
+    summary = json.loads((first / SUMMARY).read_text())
+    assert summary["code_path"] == ops.code_path()
+    cfg_hash = summary["config_hash"]
+    assert find_finished_run(root, cfg_hash, code_path=ops.code_path()) == first
+    (first / SUMMARY).write_text(json.dumps({**summary, "code_path": "another CPU"}))
+    kept = (first / METRICS).read_bytes()
+    assert find_finished_run(root, cfg_hash, code_path=ops.code_path()) is None
+    assert find_finished_run(root, cfg_hash, code_path="another CPU") == first
+    assert find_finished_run(root, cfg_hash) == first  # no code path asked: any
+
+    with pytest.raises(ConfigError, match="finished on another CPU code path"):
+        _hydra_job(load_config(SHORT), first, root)
+    assert (first / METRICS).read_bytes() == kept
+    second = root / "here"
+    result = _hydra_job(load_config(SHORT), second, root)
+    assert result["status"] == "finished" and (second / SUMMARY).exists()
+    assert find_finished_run(root, cfg_hash, code_path=ops.code_path()) == second
