@@ -663,6 +663,6 @@ def _check_groups(collection: Collection) -> None:
         repeated = sorted(seed for seed, n in Counter(r.seed for r in runs).items() if n > 1)
         if repeated:
             collection.warnings.append(
-                f"{env}/{algo}: seed(s) {', '.join(map(str, repeated))} appear in several runs with "
-                "different configs; each counts as a separate run"
+                f"{env}/{algo}: seed(s) {', '.join(map(str, repeated))} appear in several runs (different "
+                "configs or CPU code paths); each counts as a separate run"
             )
