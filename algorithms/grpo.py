@@ -11,9 +11,15 @@ update:
    PPO's clipped ratio objective. ``loss_aggregation="sequence"`` averages over each sample's steps, then
    over samples (the paper's ``1/G sum_i 1/|o_i| sum_t``); ``"token"`` averages over all steps at once.
 
-The KL to the reference model: on text it is in the reward, as the environment puts it there
-(``env.kl_beta``, per token), not in the loss as in the paper. The rollout contract carries no reference
-log-probabilities, so an in-loss KL term cannot be written here without extending it (docs/algorithms.md).
+The KL to the reference model (text: the SFT model), one of two ways:
+
+* ``kl_coef: null`` (default): in the reward, as the environment puts it there (``env.kl_beta`` per token,
+  InstructGPT's and RLOO's way);
+* ``kl_coef: beta`` (the paper: 0.04): in the loss. The environment leaves it out of the rewards
+  (``EnvSettings.kl_in_reward``) and hands the reference's log-probabilities of the sampled tokens
+  (``batch.ref_logp``); the loss adds ``beta`` times the paper's unbiased estimator
+  ``pi_ref/pi - log(pi_ref/pi) - 1`` per step, aggregated as the surrogate is. Environments without a
+  reference policy (gymnasium) refuse it before the run starts.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class GRPOConfig(AlgoConfig):
     group_std_eps: float = 1e-4  # added to the group's std (a group of equal returns: advantages 0)
     loss_aggregation: str = "sequence"  # sequence: mean per sample, then over samples; token: over all steps
     target_kl: float | None = None  # stop the epochs early when the approximate KL exceeds it
+    kl_coef: float | None = None  # null: the KL to the reference is in the env's reward; else in the loss
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +82,10 @@ class GRPOConfig(AlgoConfig):
             self.target_kl is None or self.target_kl > 0,
             f"target_kl must be > 0 or null, got {self.target_kl}",
         )
+        check(
+            self.kl_coef is None or (self.kl_coef >= 0 and self.kl_coef < float("inf")),
+            f"kl_coef must be a finite number >= 0 or null, got {self.kl_coef}",
+        )
 
 
 @register_algorithm("grpo")
@@ -84,7 +95,12 @@ class GRPO(Algorithm):
     @classmethod
     def env_settings(cls, cfg: GRPOConfig) -> dict[str, Any]:
         # k samples per prompt (text) or per start state (control), in consecutive columns
-        return {**super().env_settings(cfg), "responses_per_prompt": cfg.group_size, "grouped_episodes": True}
+        return {
+            **super().env_settings(cfg),
+            "responses_per_prompt": cfg.group_size,
+            "grouped_episodes": True,
+            "kl_in_reward": cfg.kl_coef is None,  # else the loss holds it (the batch's ref_logp)
+        }
 
     def __init__(self, cfg: GRPOConfig, policy, *, seed: int = 0) -> None:
         super().__init__(cfg, policy, seed=seed)
@@ -99,12 +115,17 @@ class GRPO(Algorithm):
         lr = self.annealed_lr(cfg.learning_rate)
         self.set_lr(self.optimizer, lr)
         check_groups(batch, cfg.group_size, "grpo")
+        if cfg.kl_coef is not None and batch.ref_logp is None:
+            raise ValueError(
+                "algo.kl_coef needs the reference policy's log-probabilities (batch.ref_logp), which this "
+                "environment does not provide; leave algo.kl_coef null"
+            )
         returns = column_returns(batch)
         column_advantages = group_normalized_advantages(returns, cfg.group_size, cfg.group_std_eps)
         batch = with_column_advantages(batch, column_advantages, returns)
 
         stats: dict[str, list[float]] = {
-            k: [] for k in ("policy_loss", "entropy", "clip_fraction", "grad_norm")
+            k: [] for k in ("policy_loss", "entropy", "clip_fraction", "grad_norm", "kl_loss")
         }
         approx_kl = torch.zeros(())
         num_minibatches = min(cfg.num_minibatches, batch.minibatch_units)
@@ -112,18 +133,27 @@ class GRPO(Algorithm):
             for mb in batch.minibatches(num_minibatches, self.generator):
                 out = self.policy.evaluate(mb.obs, mb.actions)
                 advantages = mb.valid(mb.advantages)
+                step_weight = torch.ones_like(advantages)
                 if cfg.loss_aggregation == "sequence" and mb.mask is not None:
                     # The fused op averages over steps; weighting each step by
                     # num_valid / (columns * its column's length) turns that into a mean per sample, then
                     # over samples (a positive weight passes through PPO's min(.) unchanged).
                     lengths = mb.mask.sum(0).clamp(min=1)
                     weight = mb.num_valid / (mb.mask.shape[1] * lengths)
-                    advantages = advantages * mb.valid(weight[None].expand_as(mb.mask))
+                    step_weight = mb.valid(weight[None].expand_as(mb.mask))
+                    advantages = advantages * step_weight
+                logp = mb.valid(out.logp)
                 policy_loss, clip_fraction, approx_kl = ops.clipped_surrogate_loss(
-                    mb.valid(out.logp), mb.valid(mb.old_logp), advantages, cfg.clip_coef
+                    logp, mb.valid(mb.old_logp), advantages, cfg.clip_coef
                 )
+                loss = policy_loss
+                if cfg.kl_coef is not None:  # DeepSeekMath's estimator of KL(pi || pi_ref), >= 0 per step
+                    log_ratio = mb.valid(mb.ref_logp) - logp
+                    kl_loss = ((log_ratio.exp() - log_ratio - 1) * step_weight).mean()
+                    loss = policy_loss + cfg.kl_coef * kl_loss
+                    stats["kl_loss"].append(kl_loss.item())
                 self.optimizer.zero_grad(set_to_none=True)
-                policy_loss.backward()
+                loss.backward()
                 grad_norm = self.clip_and_step(self.optimizer, self.params)
 
                 stats["policy_loss"].append(policy_loss.item())
@@ -134,7 +164,7 @@ class GRPO(Algorithm):
                 break
 
         return {
-            **{k: sum(v) / len(v) for k, v in stats.items()},
+            **{k: sum(v) / len(v) for k, v in stats.items() if v},
             "approx_kl": approx_kl.item(),
             "return_mean": returns.mean().item(),
             "group_return_std": returns.reshape(-1, cfg.group_size).std(1).mean().item(),

@@ -627,12 +627,25 @@ class GymTask:
         if not isinstance(env_cfg.get("kwargs") or {}, dict):
             raise ConfigError(f"env.kwargs must be a mapping, got {env_cfg.get('kwargs')!r}")
 
+    def validate_settings(self, settings: EnvSettings) -> None:
+        """What the algorithm asks of the environment, checked before a run directory exists."""
+        check_no_reference(settings)
+
     def __repr__(self) -> str:
         return f"GymTask({self.name!r}, {self.env_id!r})"
 
 
+def check_no_reference(settings: EnvSettings) -> None:
+    if not settings.kl_in_reward:
+        raise ConfigError(
+            "algo.kl_coef puts the KL to a reference policy in the loss, and gymnasium tasks have no "
+            "reference policy (text/<task> has: the SFT model); leave algo.kl_coef null here"
+        )
+
+
 def make_gym_environment(env_cfg: dict[str, Any], settings: EnvSettings) -> GymEnvironment:
     """Build a gymnasium task from its config (``id``, ``max_episode_steps``, ``kwargs``)."""
+    check_no_reference(settings)
     return GymEnvironment(
         env_cfg["id"],
         settings,

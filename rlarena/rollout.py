@@ -52,6 +52,7 @@ class Minibatch:
     advantages: torch.Tensor
     returns: torch.Tensor
     mask: torch.Tensor | None
+    ref_logp: torch.Tensor | None = None  # the batch's ref_logp, sliced alike (None if it has none)
 
     def valid(self, x: torch.Tensor) -> torch.Tensor:
         """The entries of ``x`` (shaped like ``old_logp``) that are real steps, as a 1-D tensor."""
@@ -78,6 +79,9 @@ class RolloutBatch:
     layout: Layout = "flat"
     advantages: torch.Tensor | None = None  # filled by the algorithm
     returns: torch.Tensor | None = None  # filled by the algorithm
+    # [T, N] log-prob of the actions under a frozen reference policy, from environments that have one (text:
+    # the SFT model), for algorithms that put the KL to it in their loss (GRPO's kl_coef); else None.
+    ref_logp: torch.Tensor | None = None
     # Collector statistics and side data (episode returns, raw rewards, raw observations, samples ...).
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +126,7 @@ class RolloutBatch:
             take(self.advantages),
             take(self.returns),
             None if self.mask is None else take(self.mask),
+            None if self.ref_logp is None else take(self.ref_logp),
         )
 
     def minibatches(
@@ -291,3 +296,7 @@ class EnvSettings:
     # one seed (the same start state), as a sequence batch (RLOO, GRPO: envs/gym_env.py). A separate switch
     # because algo=preference asks for responses_per_prompt on every env and keeps its flat step batches.
     grouped_episodes: bool = False
+    # Text: False leaves the per-token KL penalty out of the rewards (the batch still carries ref_logp), for
+    # an algorithm that puts the KL to the reference in its loss instead (GRPO with kl_coef). Environments
+    # without a reference policy refuse False.
+    kl_in_reward: bool = True

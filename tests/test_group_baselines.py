@@ -8,6 +8,7 @@ or start from one state (control), and a column's return is the sum of its rewar
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -105,15 +106,18 @@ def test_configs_need_whole_groups(name):
         cls(num_envs=6, group_size=4)
     with pytest.raises(ConfigError, match="group_size must be >= 2"):
         cls(num_envs=4, group_size=1)
-    assert get_algorithm(name).env_settings(cls(group_size=2, num_envs=4)) == {
+    settings = get_algorithm(name).env_settings(cls(group_size=2, num_envs=4))
+    assert {k: settings[k] for k in ("record_states", "responses_per_prompt", "grouped_episodes")} == {
         "record_states": False,
         "responses_per_prompt": 2,
         "grouped_episodes": True,
     }
+    assert settings.get("kl_in_reward", True) is True  # by default the KL stays in the env's reward
 
 
-def _first_gradient(name: str) -> tuple[list[torch.Tensor], MLPActorCritic, RolloutBatch]:
-    """The gradient the algorithm's first step takes on the made-up batch, its policy, and the batch."""
+def _first_gradient(name: str, **config: Any) -> tuple[list[torch.Tensor], MLPActorCritic, RolloutBatch]:
+    """The gradient the algorithm's first step takes on the made-up batch, its policy, and the batch (with
+    made-up reference log-probabilities, ``ref_logp``)."""
     torch.manual_seed(0)
     action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
@@ -121,8 +125,9 @@ def _first_gradient(name: str) -> tuple[list[torch.Tensor], MLPActorCritic, Roll
     batch = _made_up_batch()
     with torch.no_grad():  # collected by this very policy: ratio 1
         batch.logp = policy.evaluate(batch.obs, batch.actions).logp
+    batch.ref_logp = batch.logp + torch.randn(batch.logp.shape, generator=torch.Generator().manual_seed(1))
     cls = get_algorithm(name)
-    algo = cls(cls.Config(num_envs=4, group_size=2, update_epochs=1, num_minibatches=1), policy)
+    algo = cls(cls.Config(num_envs=4, group_size=2, update_epochs=1, num_minibatches=1, **config), policy)
     grads: list[list[torch.Tensor]] = []
 
     def record(optimizer, params):  # in place of clip_and_step: keep the gradient, take no step
@@ -153,6 +158,41 @@ def test_grpo_first_step_is_the_per_sample_mean_of_normalized_advantages():
     per_sample = (logp * batch.mask).sum(0) / lengths * adv
     expected = torch.autograd.grad(-per_sample.mean(), policy.actor_parameters())
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected))
+
+
+def test_grpo_kl_in_the_loss_adds_deepseekmaths_estimator_per_sample():
+    """kl_coef: beta * 1/G sum_i 1/|o_i| sum_t (r_t - log r_t - 1), r_t = pi_ref / pi, added to the loss;
+    the minibatch carries the batch's ref_logp column by column (the columns are shuffled)."""
+    beta = 0.3
+    got, policy, batch = _first_gradient("grpo", kl_coef=beta)
+    adv = group_normalized_advantages(torch.tensor([3.0, 5.0, 1.0, 6.0]), 2)
+    lengths = batch.mask.sum(0).float()
+    logp = policy.evaluate(batch.obs, batch.actions).logp
+    log_r = (batch.ref_logp - logp) * batch.mask
+    per_sample = (logp * batch.mask).sum(0) / lengths * adv
+    kl = ((log_r.exp() - log_r - 1) * batch.mask).sum(0) / lengths
+    expected = torch.autograd.grad(-per_sample.mean() + beta * kl.mean(), policy.actor_parameters())
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected))
+    without, _, _ = _first_gradient("grpo")
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, without))
+
+
+def test_grpo_kl_in_the_loss_is_refused_where_there_is_no_reference_policy():
+    from rlarena.bench.train import validate
+
+    with pytest.raises(ConfigError, match="gymnasium tasks have no reference policy"):
+        validate(load_config(["algo=grpo", "env=cartpole", "algo.kl_coef=0.04"]), set())
+    with pytest.raises(ConfigError, match="kl_coef must be a finite number >= 0"):
+        get_algorithm("grpo").Config(kl_coef=-1.0)
+    settings = get_algorithm("grpo").env_settings(get_algorithm("grpo").Config(kl_coef=0.04))
+    assert settings["kl_in_reward"] is False
+    batch = _made_up_batch()
+    batch.logp = torch.zeros(3, 4)
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    policy = MLPActorCritic(obs_space, gym.spaces.Box(-1.0, 1.0, (2,), np.float32), [8])
+    algo = get_algorithm("grpo")(get_algorithm("grpo").Config(num_envs=4, group_size=2, kl_coef=0.1), policy)
+    with pytest.raises(ValueError, match="batch.ref_logp"):  # a third-party env that has none
+        algo.update(batch)
 
 
 # ---- gymnasium: grouped episodes ---------------------------------------------------------------------------

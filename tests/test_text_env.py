@@ -19,6 +19,7 @@ from rlarena.envs.text.model import ModelConfig, TransformerLM, generate, respon
 from rlarena.envs.text.policy import TextPolicy
 from rlarena.envs.text.sft import save_lm
 from rlarena.envs.text.tokenizer import EOS, PAD, CharTokenizer
+from rlarena.errors import ConfigError
 from rlarena.registry import get_env
 from rlarena.rollout import EnvSettings
 
@@ -81,10 +82,12 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     return path
 
 
-def bigram_env(checkpoint: str, num_envs: int = 12, **cfg) -> tuple[TextEnv, TextPolicy]:
+def bigram_env(
+    checkpoint: str, num_envs: int = 12, kl_in_reward: bool = True, **cfg
+) -> tuple[TextEnv, TextPolicy]:
     env = TextEnv(
         TextEnvConfig(task="strings", sft_checkpoint=checkpoint, kl_beta=BETA, **cfg),
-        EnvSettings(num_envs, seed=0),
+        EnvSettings(num_envs, seed=0, kl_in_reward=kl_in_reward),
     )
     env.reference = BigramLM(bigram(REFERENCE)).requires_grad_(False)
     env.train_records = env.test_records = list(RECORDS.values())
@@ -121,6 +124,26 @@ def test_rewards_kl_termination_and_masks(tiny_checkpoint):
     # Collection-time log-probs are the policy's: log 1 = 0 on every real token.
     torch.testing.assert_close(batch.logp[batch.mask], torch.zeros(batch.num_valid), atol=1e-6, rtol=0)
     assert batch.info["stat/kl_beta"] == BETA
+
+
+def test_kl_left_out_of_the_rewards_for_an_in_loss_kl(tiny_checkpoint):
+    """EnvSettings.kl_in_reward=False (GRPO's kl_coef): the rewards are the final scores alone, and the batch
+    carries the reference's log-probs of the sampled tokens, from which the per-token KL is recovered."""
+    env, policy = bigram_env(tiny_checkpoint, kl_in_reward=False)
+    batch = env.collect(policy, T)
+    final = {"x": [0.0, 0.0, 1.0, 0.0], "y": [0.0, 0.0, 0.0, 0.0], "z": [0.0, 0.0, 0.0, 0.5]}
+    l2 = math.log(2)
+    ref_logp = {"x": [-l2, -2 * l2, 0.0], "y": [0.0], "z": [-l2, -l2, -l2, -l2]}  # REFERENCE's bigrams
+    for n in range(12):
+        prompt = TOK.decode(batch.obs["prompt"][0, n][batch.obs["prompt_mask"][0, n]])
+        torch.testing.assert_close(batch.rewards[:, n], torch.tensor(final[prompt]), atol=1e-6, rtol=0)
+        got = batch.ref_logp[:, n][batch.mask[:, n]]
+        torch.testing.assert_close(got, torch.tensor(ref_logp[prompt]), atol=1e-5, rtol=0)
+    assert batch.info["stat/kl"] > 0 and batch.info["stat/kl_beta"] == 0.0  # reported, not in the reward
+    mb = next(batch.replace(advantages=batch.rewards, returns=batch.rewards).minibatches(3))
+    assert mb.ref_logp is not None and mb.ref_logp.shape == mb.old_logp.shape == (T, 4)
+    with pytest.raises(ConfigError, match="leave env.kl_target null"):
+        bigram_env(tiny_checkpoint, kl_in_reward=False, kl_target=1.0)
 
 
 def test_policy_evaluate_matches_collection(tiny_checkpoint):

@@ -124,6 +124,12 @@ class TextEnv(Environment):
         self.ood_records = load_split(cfg.task, "ood") if cfg.ood_eval else []
         check_settings(settings)
         self.responses_per_prompt = settings.responses_per_prompt
+        self.kl_in_reward = settings.kl_in_reward
+        if not self.kl_in_reward and cfg.kl_target is not None:
+            raise ConfigError(
+                "env.kl_target adapts the KL penalty in the reward, but this algorithm puts the KL in its "
+                "loss (algo.kl_coef): leave env.kl_target null"
+            )
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.kl_beta = cfg.kl_beta
         self.num_collects = 0
@@ -212,6 +218,7 @@ class TextEnv(Environment):
             "logp": logp,
             "values": values,
             # k1 = log pi - log pi_ref of the sampled token: InstructGPT's per-token penalty.
+            "ref_logp": ref_logp,
             "kl_sampled": (logp - ref_logp) * mask,
             # The exact KL of the next-token distributions, summed over the vocabulary (for reporting).
             "kl_exact": (logprobs.exp() * (logprobs - ref_logprobs)).sum(-1) * mask,
@@ -240,7 +247,8 @@ class TextEnv(Environment):
         lengths = mask.sum(1)  # every response has at least one token
         last = lengths - 1
         final = r["rm_scores"] if self.reward_model is not None else r["scores"]
-        rewards = -self.kl_beta * r["kl_sampled"]
+        # The per-token KL penalty, unless the algorithm puts the KL in its loss (it reads ref_logp).
+        rewards = -self.kl_beta * r["kl_sampled"] if self.kl_in_reward else torch.zeros_like(r["kl_sampled"])
         rewards[torch.arange(n, device=self.device), last] += final
         steps = torch.arange(mask.shape[1], device=self.device)
         dones = (steps[None, :] >= last[:, None]).float()  # the last real token and the padding after it
@@ -256,7 +264,7 @@ class TextEnv(Environment):
             "stat/score": float(r["scores"].mean()),
             "stat/kl": float(seq_kl.mean()),
             "stat/kl_exact": float(r["kl_exact"].sum(1).mean()),
-            "stat/kl_beta": self.kl_beta,
+            "stat/kl_beta": self.kl_beta if self.kl_in_reward else 0.0,  # 0: the KL is in the loss
             "stat/response_length": float(lengths.float().mean()),
             "stat/no_eos_fraction": float(
                 (r["responses"] == self.tokenizer.eos_id).sum(1).eq(0).float().mean()
@@ -279,6 +287,7 @@ class TextEnv(Environment):
             last_value=torch.zeros(n, device=self.device),
             mask=mask.T.contiguous(),
             layout="sequence",
+            ref_logp=r["ref_logp"].T.contiguous(),
             info=info,
         )
 
