@@ -190,9 +190,9 @@ def test_reward_model_on_a_hf_sft_model_learns_and_the_env_scores_with_it(tmp_pa
     """rlarena reward-model hf_path=...: the SFT model with a scalar head learns the labeler's order of its
     own samples; its folder loads as env.rm_checkpoint for a Hugging Face policy, which it scores through
     the decoded text; a wrong task or a folder without the head is refused by name."""
+    from rlarena.envs.text.env import load_reward_model
     from rlarena.envs.text.hf_reward_model import HFRMConfig, train_hf_reward_model
     from rlarena.envs.text.hf_sft import HFSFTConfig, train_hf_sft
-    from rlarena.envs.text.reward_model import load_text_reward_model
     from rlarena.errors import ConfigError, MissingFileError
 
     tiny_gpt2(tmp_path / "base", with_tokenizer=True)
@@ -219,7 +219,7 @@ def test_reward_model_on_a_hf_sft_model_learns_and_the_env_scores_with_it(tmp_pa
     )
     records = env.train_records[:4]
     out = env._score_responses(env.make_policy({}), records, 6, torch.Generator().manual_seed(0))
-    rm = load_text_reward_model(cfg.out, "format")
+    rm = load_reward_model(cfg.out, "format")
     assert rm.reads_text and isinstance(rm.tokenizer, HFTokenizer)
     ended = (out["responses"] == env.tokenizer.eos_id).any(1).tolist()
     want = rm.score_texts([r["prompt"] for r in records], out["texts"], ended, rm.tokenizer)
@@ -227,6 +227,6 @@ def test_reward_model_on_a_hf_sft_model_learns_and_the_env_scores_with_it(tmp_pa
     assert out["rm_scores"].std() > 0
 
     with pytest.raises(ConfigError, match="trained on task 'format'"):
-        load_text_reward_model(cfg.out, "dialogue")
+        load_reward_model(cfg.out, "dialogue")
     with pytest.raises(MissingFileError, match="not a reward model folder"):
-        load_text_reward_model(str(tmp_path / "sft"), "format")
+        load_reward_model(str(tmp_path / "sft"), "format")

@@ -31,7 +31,7 @@ from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
 from .model import ModelConfig, TransformerLM, generate, response_mask
 from .policy import TextPolicy
 from .preferences import ResponsePairs
-from .reward_model import load_text_reward_model
+from .reward_model import TextRewardModel, load_text_reward_model
 from .sft import default_path, load_lm
 from .tasks import TASKS, get_task, load_split
 from .tokenizer import CharTokenizer
@@ -138,7 +138,7 @@ class TextEnv(Environment):
         self.reference.to(self.device).eval().requires_grad_(False)
         self.reward_model = None
         if cfg.reward == "rm":
-            self.reward_model = load_text_reward_model(cfg.rm_checkpoint, cfg.task).to(self.device).eval()
+            self.reward_model = load_reward_model(cfg.rm_checkpoint, cfg.task).to(self.device).eval()
             self.reward_model.requires_grad_(False)
         self.observation_space = None  # token ids of any length: no fixed space
         self.action_space = self.tokenizer.vocab_size
@@ -416,6 +416,19 @@ def _reference_logits(
     key_mask = torch.cat([prompt_mask, torch.ones_like(responses, dtype=torch.bool)], dim=1)
     logits, _, _ = ref(tokens, key_mask, logits_to_keep=t + 1)
     return logits[:, :t]
+
+
+def load_reward_model(path: str, task: str) -> TextRewardModel:
+    """``env.rm_checkpoint``: a file is the character-level reward model (``rlarena reward-model``), a folder
+    a Hugging Face one (``rlarena reward-model hf_path=...``, hf_reward_model.py)."""
+    if not Path(path).is_dir():
+        return load_text_reward_model(path, task)
+    from .hf_reward_model import load_hf_reward_model  # transformers is an optional extra
+
+    rm = load_hf_reward_model(path)
+    if rm.task != task:
+        raise ConfigError(f"{path!r} was trained on task {rm.task!r}, not {task!r}")
+    return rm
 
 
 def check_settings(settings: EnvSettings) -> None:

@@ -107,6 +107,7 @@ def load_hf_reward_model(path: str) -> TextRewardModel:
     rm.score_std.fill_(head["score_std"])
     rm.tokenizer = tok
     rm.task = head["task"]
+    rm.reads_text = True  # another tokenizer than the character policy's: it reads decoded text
     return rm
 
 

@@ -14,7 +14,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -79,17 +78,9 @@ class TextRewardModel(nn.Module):
 
 
 def load_text_reward_model(path: str, task: str | None = None) -> TextRewardModel:
-    """The reward model of ``rlarena reward-model``: a checkpoint file (the character model), or the folder
-    of a Hugging Face one (``rlarena reward-model hf_path=...``, hf_reward_model.py); ``.tokenizer`` is
-    what it reads, ``.reads_text`` whether it must read decoded text rather than the char policy's tokens."""
-    if Path(path).is_dir():
-        from .hf_reward_model import load_hf_reward_model  # transformers is an optional extra
-
-        rm = load_hf_reward_model(path)
-        if task is not None and rm.task != task:
-            raise ConfigError(f"{path!r} was trained on task {rm.task!r}, not {task!r}")
-        rm.reads_text = True
-        return rm
+    """The character-level reward model of ``rlarena reward-model``, with ``.tokenizer`` (what it reads) and
+    ``.reads_text`` False (it scores the character policy's tokens directly). The folder of a Hugging Face
+    one: :func:`~.hf_reward_model.load_hf_reward_model` (the env picks by the path: ``load_reward_model``)."""
     ckpt = load_checkpoint(path, "reward-model", f"rlarena reward-model task={task or '<task>'} out={path}")
     if task is not None and ckpt["task"] != task:
         raise ConfigError(f"{path!r} was trained on task {ckpt['task']!r}, not {task!r}")
