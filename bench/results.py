@@ -651,7 +651,8 @@ def _check_groups(collection: Collection) -> None:
     for (env, algo), runs in sorted(groups.items()):
         configs = [r.config for r in runs if r.config is not None]
         keys = sorted({k for c in configs for k in c})
-        differing = [k for k in keys if len({c.get(k) for c in configs}) > 1]
+        # A key a later release added with a null default reads as null in configs written before it.
+        differing = [k for k in keys if len({c.get(k, "null") for c in configs}) > 1]
         budgets = sorted({r.total_steps for r in runs if r.total_steps is not None})
         if len(budgets) > 1 and "total_steps" not in differing:
             differing.insert(0, "total_steps")

@@ -307,6 +307,22 @@ def test_config_differences_are_flagged_and_config_fills_in_scores(tmp_path):
     assert {(r.random_score, r.reference_score) for r in collection.runs} == {(0.0, 1000.0)}
 
 
+def test_a_key_added_later_with_a_null_default_is_not_a_config_difference(tmp_path):
+    """A run written before a release added ``algo.kl_coef: null`` lacks the key: the same config."""
+    for seed, extra in enumerate(("", ", kl_coef: null", ", kl_coef: null")):
+        run = write_run(tmp_path / str(seed), "grpo", "hopper", seed, 500.0 + seed)
+        (run / "config.yaml").write_text(
+            f"seed: {seed}\nalgo: {{name: grpo{extra}}}\nenv: {{name: hopper}}\n"
+        )
+    assert collect_runs([tmp_path], progress=False).warnings == []
+    (tmp_path / "2" / "config.yaml").write_text(
+        "seed: 2\nalgo: {name: grpo, kl_coef: 0.04}\nenv: {name: hopper}\n"
+    )
+    assert collect_runs([tmp_path], progress=False).warnings == [
+        "hopper/grpo: pooled runs differ in their config (algo.kl_coef); compare like with like"
+    ]
+
+
 # ------------------------------------------------------------------ return vs preference labels
 
 # total_labels (None: plain ppo, the true reward) -> final returns of seeds 0, 1, 2 on hopper
