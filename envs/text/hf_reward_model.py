@@ -31,7 +31,7 @@ from rlarena.preferences import bradley_terry_loss, preference_accuracy
 
 from .hf import HFTokenizer, load_hf_lm, save_pretrained_atomically, trainable_top_layers
 from .reward_model import Comparisons, TextRewardModel, draw_batch, sample_train_and_heldout
-from .sft import warmup_cosine
+from .sft import require_counts, warmup_cosine
 from .tasks import get_task
 
 HEAD_FILE = "reward_head.pt"
@@ -58,9 +58,7 @@ class HFRMConfig:
         get_task(self.task)
         if not self.hf_path:
             raise ValueError("hf_path= is required: the folder of the SFT model (rlarena sft hf_path=...)")
-        for name in ("prompts", "heldout_prompts", "steps", "batch_prompts", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_counts(self, ("prompts", "heldout_prompts", "steps", "batch_prompts", "max_new_tokens"))
         if self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be >= 2 to make pairs, got {self.samples_per_prompt}")
         if self.train_layers < 0:
@@ -73,8 +71,8 @@ class HFRMConfig:
 
 @torch.no_grad()
 def score_all(rm: TextRewardModel, data: Comparisons, per_prompt: int, batch_size: int = 32) -> torch.Tensor:
-    """The raw score of every sampled response, each computed once (a 135M model: ~0.1-0.2 s per response
-    on one core, so pairs are scored from these rather than by two passes per pair)."""
+    """The raw score of every sampled response, each computed once (a 135M model's forward pass is the cost:
+    pairs are scored from these rather than by two passes per pair)."""
     was_training = rm.training
     rm.eval()
     rows = torch.arange(len(data.responses))

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .hf import HFCausalLM, HFTokenizer, load_hf_lm, save_pretrained_atomically, trainable_top_layers
-from .sft import encode_pairs, sample_responses, warmup_cosine
+from .sft import encode_pairs, require_counts, sample_responses, warmup_cosine
 from .tasks import Record, get_task, load_split
 from .tokenizer import CharTokenizer
 
@@ -52,9 +52,7 @@ class HFSFTConfig:
         get_task(self.task)
         if not self.hf_path:
             raise ValueError("hf_path= is required: the folder of a saved Hugging Face causal LM")
-        for name in ("steps", "batch_size", "eval_prompts", "max_new_tokens", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_counts(self, ("steps", "batch_size", "eval_prompts", "max_new_tokens", "eval_every"))
         if self.train_layers < 0:
             raise ValueError(f"train_layers must be >= 0, got {self.train_layers}")
         if not self.learning_rate > 0:

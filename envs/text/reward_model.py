@@ -22,7 +22,7 @@ from rlarena.errors import ConfigError
 from rlarena.preferences import bradley_terry_loss, preference_accuracy
 
 from .model import ModelConfig, TransformerLM, generate, response_mask
-from .sft import default_path, load_checkpoint, load_lm, save_lm, warmup_cosine
+from .sft import default_path, load_checkpoint, load_lm, require_counts, save_lm, warmup_cosine
 from .tasks import Record, get_task, load_split
 from .tokenizer import CharTokenizer
 
@@ -243,9 +243,7 @@ class RMConfig:
 
     def __post_init__(self) -> None:
         get_task(self.task)
-        for name in ("prompts", "heldout_prompts", "steps", "batch_size", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_counts(self, ("prompts", "heldout_prompts", "steps", "batch_size", "max_new_tokens"))
         if self.samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be >= 2 to make pairs, got {self.samples_per_prompt}")
         if not self.learning_rate > 0:

@@ -34,6 +34,14 @@ def default_path(task: str, kind: str, root: str = "artifacts/text") -> str:
     return str(Path(root) / task / f"{kind}.pt")
 
 
+def require_counts(cfg: object, names: tuple[str, ...]) -> None:
+    """A config's counts (steps, batch sizes, prompts, ...) must be >= 1: ValueError naming the first that
+    is not."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
 @dataclass
 class SFTConfig:
     task: str = "arithmetic"
@@ -56,9 +64,7 @@ class SFTConfig:
         get_task(self.task)
         if self.steps is None:
             self.steps = SFT_STEPS[self.task]
-        for name in ("steps", "batch_size", "eval_prompts", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_counts(self, ("steps", "batch_size", "eval_prompts", "max_new_tokens"))
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.out is None:
