@@ -19,8 +19,9 @@ $(STAMP): setup.py pyproject.toml $(CSRC)
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	# The filter hides setuptools' notice on every editable install ("folders with the same name as your
 	# package"): this checkout is laid out that way on purpose (setup.py maps the folders into rlarena.*).
-	# ray: the Ray launcher's end-to-end test (tests/test_ray_launcher.py) runs a real head in a namespace.
-	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q --no-build-isolation -e ".[test,ray]"
+	# ray: the Ray launcher's end-to-end test (tests/test_ray_launcher.py) runs a real head in a namespace;
+	# peers: stable-baselines3 and sb3-contrib, run as plugins (tests/test_peers.py).
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install -q --no-build-isolation -e ".[test,ray,peers]"
 	touch $(STAMP)
 
 run: $(STAMP)            ## the main job: PPO on Hopper-v5, 300k steps (about 1.5-3 min on a 2-core machine)

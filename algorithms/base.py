@@ -16,6 +16,7 @@ The whole update of an algorithm lives in its own file and reads top to bottom.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from rlarena.errors import (  # noqa: F401  (plugins import them from here too)
     check_unit,
 )
 from rlarena.rollout import Environment, Policy, RolloutBatch
+
+RLARENA_VERSION = importlib.metadata.version("rlarena")
 
 
 @dataclass
@@ -135,6 +138,24 @@ class Algorithm(ABC):
     # True: the collector records the simulator's state before each step (batch.info["states"]), e.g. to
     # render clips of segments for people to label. Off by default: it costs time on every step.
     needs_simulator_states: ClassVar[bool] = False
+    # Another library's implementation of a rlarena algorithm names it here (algorithms/peers/): the
+    # leaderboard pairs the two and reports P(rlarena's > the peer's).
+    counterpart: ClassVar[str | None] = None
+
+    @classmethod
+    def implementation(cls) -> dict[str, str]:
+        """Whose code this is, recorded in ``summary.json`` (peers name their library and its version)."""
+        return {"implementation": "rlarena", "implementation_version": RLARENA_VERSION}
+
+    @classmethod
+    def make_policy(
+        cls, cfg: AlgoConfig, observation_space: Any, action_space: Any, seed: int
+    ) -> Policy | None:
+        """A policy this algorithm builds itself (a peer library's network), or None: the environment's own
+        (text) or the default MLP. An algorithm that builds one asks for ``policy_from_algorithm`` in its
+        ``env_settings``, so environments whose policy is their own refuse it before the run starts."""
+        del cfg, observation_space, action_space, seed
+        return None
 
     @classmethod
     def env_settings(cls, cfg: AlgoConfig) -> dict[str, Any]:

@@ -166,8 +166,10 @@ def build_from(cfg: DictConfig, algo_cfg: AlgoConfig, run_dir: str | None = None
     settings = env_settings(cfg, algo_cfg, run_dir)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     env = get_env(cfg.env.name)(env_cfg, settings)
-    policy = env.make_policy(algo_cfg.policy) or make_mlp_policy(
-        env.observation_space, env.action_space, algo_cfg.policy
+    policy = (
+        env.make_policy(algo_cfg.policy)
+        or algo_cls.make_policy(algo_cfg, env.observation_space, env.action_space, int(cfg.seed))
+        or make_mlp_policy(env.observation_space, env.action_space, algo_cfg.policy)
     )
     policy.to(cfg.device)
     algo = algo_cls(algo_cfg, policy, seed=cfg.seed)
@@ -361,6 +363,7 @@ def _train(
         "wall_time_s": time.perf_counter() - start,
         "config_hash": config_hash(cfg),
         "code_path": ops.code_path(),  # bit-identical results are promised per code path
+        **get_algorithm(cfg.algo.name).implementation(),  # whose code: rlarena's or a peer library's
         # CleanRL's headline metric: mean of the last 100 training episodes (true rewards, stochastic policy)
         "train_return_last100": _mean(recent),
         "train_episodes_in_window": len(recent),

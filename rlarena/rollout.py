@@ -300,3 +300,6 @@ class EnvSettings:
     # an algorithm that puts the KL to the reference in its loss instead (GRPO with kl_coef). Environments
     # without a reference policy refuse False.
     kl_in_reward: bool = True
+    # True: the algorithm brings its own policy network for vector observations (a peer library's,
+    # algorithms/peers/); environments whose policy is their own (text: the language model) refuse it.
+    policy_from_algorithm: bool = False

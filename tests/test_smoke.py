@@ -13,6 +13,7 @@ import pytest
 
 from rlarena.bench.results import flatten
 from rlarena.bench.train import load_config, run_training
+from rlarena.errors import ConfigError
 from rlarena.registry import get_algorithm, list_algorithms, list_envs
 
 SHRINK = {
@@ -50,8 +51,21 @@ def run_smoke(algo: str, env: str, run_dir) -> dict:
     return run_training(cfg, run_dir, explicit_keys=explicit | set(env_smoke))
 
 
+def brings_its_own_policy(algo: str) -> bool:
+    """A peer library's algorithm (algorithms/peers/) builds its own network for vector observations."""
+    cls = get_algorithm(algo)
+    return bool(cls.env_settings(cls.Config()).get("policy_from_algorithm"))
+
+
 @pytest.mark.parametrize("algo, env", _grid())
 def test_every_algorithm_runs_on_every_env(algo, env, tmp_path):
+    if brings_its_own_policy(algo) and env.startswith("text/"):
+        # refused for its policy, or for a setting of the text family's algo_defaults it cannot honour
+        refusal = "text tasks need the language model as the policy|cannot be honoured by algo="
+        with pytest.raises(ConfigError, match=refusal):
+            run_smoke(algo, env, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+        return
     summary = run_smoke(algo, env, tmp_path / "run")
     assert summary["steps_done"] >= 128
     assert len(summary["eval_returns"]) == 1

@@ -432,7 +432,13 @@ def load_reward_model(path: str, task: str) -> TextRewardModel:
 
 
 def check_settings(settings: EnvSettings) -> None:
-    """The batch must split into whole groups of responses to one prompt."""
+    """The batch must split into whole groups of responses to one prompt; the policy is the language model."""
+    if settings.policy_from_algorithm:
+        raise ConfigError(
+            "this algorithm brings its own policy network for vector observations (a peer library's); "
+            "text tasks need the language model as the policy: use one of rlarena's algorithms "
+            "(ppo, grpo, rloo, ...)"
+        )
     k, n = settings.responses_per_prompt, settings.num_envs
     if k < 1 or n % k:
         raise ConfigError(
