@@ -29,6 +29,7 @@ from rlarena.activations import ACTIVATIONS
 from rlarena.errors import (  # noqa: F401  (plugins import them from here too)
     ConfigError,
     check,
+    check_learning_rate,
     check_nonnegative,
     check_positive,
     check_unit,
@@ -36,6 +37,14 @@ from rlarena.errors import (  # noqa: F401  (plugins import them from here too)
 from rlarena.rollout import Environment, Policy, RolloutBatch
 
 RLARENA_VERSION = importlib.metadata.version("rlarena")
+
+
+# Bounds of what one run may ask for: beyond them a typo (an extra zero or three) would allocate tens of
+# GB or build thousands of simulators before failing.
+MAX_HIDDEN_SIZE = 65536
+MAX_HIDDEN_WEIGHTS = 2**26
+MAX_NUM_ENVS = 4096
+LOG_STD_RANGE = (-20.0, 5.0)
 
 
 @dataclass
@@ -51,6 +60,18 @@ class PolicyConfig:
         check(
             all(h > 0 for h in self.hidden_sizes),
             f"policy.hidden_sizes must be positive, got {self.hidden_sizes}",
+        )
+        weights = sum(a * b for a, b in zip(self.hidden_sizes, self.hidden_sizes[1:], strict=False))
+        check(
+            max(self.hidden_sizes, default=0) <= MAX_HIDDEN_SIZE and weights <= MAX_HIDDEN_WEIGHTS,
+            f"policy.hidden_sizes={self.hidden_sizes} is beyond this library's bound (each layer <= "
+            f"{MAX_HIDDEN_SIZE}, at most {MAX_HIDDEN_WEIGHTS} weights between hidden layers: "
+            f"{4 * MAX_HIDDEN_WEIGHTS // 2**20} MiB in float32)",
+        )
+        check(
+            math.isfinite(self.log_std_init) and LOG_STD_RANGE[0] <= self.log_std_init <= LOG_STD_RANGE[1],
+            f"policy.log_std_init must be in [{LOG_STD_RANGE[0]}, {LOG_STD_RANGE[1]}] (a standard deviation "
+            f"of exp({LOG_STD_RANGE[0]}) to exp({LOG_STD_RANGE[1]})), got {self.log_std_init}",
         )
         check(
             self.activation in ACTIVATIONS,
@@ -93,11 +114,14 @@ class AlgoConfig:
         return out
 
     def __post_init__(self) -> None:
-        check(self.num_envs >= 1, f"num_envs must be >= 1, got {self.num_envs}")
+        check(
+            1 <= self.num_envs <= MAX_NUM_ENVS,
+            f"num_envs must be >= 1 and <= {MAX_NUM_ENVS}, got {self.num_envs}",
+        )
         check(self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}")
         check_unit("gamma", self.gamma)
         check_unit("gae_lambda", self.gae_lambda)
-        check_positive("learning_rate", self.learning_rate)
+        check_learning_rate("learning_rate", self.learning_rate)
         check(
             (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)) or self.max_grad_norm == -1,
             f"max_grad_norm must be a finite number > 0 (or -1 for none), got {self.max_grad_norm}",

@@ -56,7 +56,13 @@ class PPOConfig(AlgoConfig):
         super().__post_init__()
         check_positive("clip_coef", self.clip_coef)
         check(self.update_epochs >= 1, f"update_epochs must be >= 1, got {self.update_epochs}")
-        check(self.num_minibatches >= 1, f"num_minibatches must be >= 1, got {self.num_minibatches}")
+        samples = self.num_envs * self.num_steps
+        check(
+            1 <= self.num_minibatches <= samples,
+            f"num_minibatches must be >= 1 and <= num_envs x num_steps ({samples} samples), "
+            f"got {self.num_minibatches}",
+        )
+        check_positive("adam_eps", self.adam_eps)
         check_nonnegative("ent_coef", self.ent_coef)
         check_nonnegative("vf_coef", self.vf_coef)
         check(

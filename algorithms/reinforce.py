@@ -20,8 +20,8 @@ from .base import (
     Algorithm,
     adam,
     check,
+    check_learning_rate,
     check_nonnegative,
-    check_positive,
     compute_advantages,
     explained_variance,
     normalize,
@@ -45,7 +45,7 @@ class ReinforceConfig(AlgoConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive("vf_learning_rate", self.vf_learning_rate)
+        check_learning_rate("vf_learning_rate", self.vf_learning_rate)
         check(self.vf_iters >= 0, f"vf_iters must be >= 0, got {self.vf_iters}")
         check_nonnegative("ent_coef", self.ent_coef)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("rlarena.bench.cli", "train_main"),
@@ -61,8 +62,10 @@ def train_main(argv: list[str]) -> int:
     from .train import hydra_task
 
     prepare_hydra()  # the algorithms' Config dataclasses become the options of algo=...
-    if not any(a.startswith("-") for a in argv):  # one run: check it all before Hydra makes its directory
-        problem = check_train_overrides(argv)
+    overrides = [a for a in argv if a not in RUN_FLAGS]
+    # One run (no --multirun, --cfg, --config-name, ...): check it all before Hydra makes its directory.
+    if not any(a.startswith("-") for a in overrides):
+        problem = check_train_overrides(overrides)
         if problem is not None:
             return problem
     sys.argv = ["rlarena train", *with_plugin_search_path(argv)]
@@ -73,18 +76,45 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+# Hydra's flags that leave a single run a single run of the same config (-r: run, the default mode).
+RUN_FLAGS = ("-r", "--run")
+
+
 def check_train_overrides(argv: list[str]) -> int | None:
-    """Compose and validate a single run's config as training would; on bad input print one paragraph and
-    return the exit code (2), else None. (A sweep's jobs are checked one by one as they start.)"""
-    from rlarena.errors import UserError, report
+    """Compose and validate a single run's config as training would, and check that its run directory can
+    be made; on bad input print one paragraph and return the exit code (2), else None. (A sweep's jobs are
+    checked one by one as they start.)"""
+    from rlarena.errors import ConfigError, UserError, report
 
     from .train import load_config, validate
 
     explicit = {a.split("=", 1)[0].lstrip("+~") for a in argv}
     try:
-        validate(load_config(argv), explicit_keys=explicit)  # composition errors arrive as ConfigError
+        cfg, _ = validate(load_config(argv), explicit_keys=explicit)  # composition errors: ConfigError
+        run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)
+        problem = unwritable_reason(Path(run_dir if run_dir is not None else cfg.outputs_root))
+        if problem is not None:
+            raise ConfigError(f"cannot create the run directory {run_dir or cfg.outputs_root}: {problem}")
     except UserError as exc:
         return report("rlarena train", exc)
+    return None
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why a directory could not be made at ``path`` (None if it could): tried for real, with a temporary
+    folder in its first existing ancestor, since permissions alone do not tell (root, /proc, read-only
+    mounts)."""
+    import tempfile
+
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    try:
+        Path(tempfile.mkdtemp(dir=ancestor, prefix=".rlarena-probe-")).rmdir()
+    except OSError as exc:
+        return f"{ancestor} is not writable ({exc.strerror or exc})"
     return None
 
 

@@ -619,9 +619,27 @@ def collect_runs(paths: Sequence[str | os.PathLike], progress: bool = True) -> C
             collection.skipped.append(Skipped(str(path), str(exc)))
         except RunReused:
             collection.reused.append(str(path))
-    collection.runs = _drop_duplicates(loaded, collection)
+    collection.runs = _split_mixed_tasks(_drop_duplicates(loaded, collection), collection)
     _check_groups(collection)
     return collection
+
+
+def _split_mixed_tasks(runs: list[Run], collection: Collection) -> list[Run]:
+    """Runs under one env name that simulated different gymnasium ids (``env=gym env.id=...``, or runs
+    mislabelled before training refused it) are different tasks: each id gets its own row, ``name:id``."""
+    ids: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        if run.env_id is not None:
+            ids[run.env].add(run.env_id)
+    mixed = {env for env, found in ids.items() if len(found) > 1}
+    for env in sorted(mixed):
+        collection.warnings.append(
+            f"{env}: runs of different tasks ({', '.join(sorted(ids[env]))}) are shown as separate rows"
+        )
+    for run in runs:
+        if run.env in mixed and run.env_id is not None:
+            run.env = f"{run.env}:{run.env_id}"
+    return sorted(runs, key=lambda r: (r.env, r.algo, r.seed, str(r.path)))
 
 
 def _drop_duplicates(runs: list[Run], collection: Collection) -> list[Run]:

@@ -6,6 +6,7 @@ for programmatic use (tests, sweeps of your own).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ from rlarena.algorithms.base import AlgoConfig, Algorithm
 from rlarena.algorithms.policies import make_mlp_policy
 from rlarena.errors import ConfigError, RunDirectoryInUse, RunFileError, UserError
 from rlarena.errors import report as report_user_error
-from rlarena.io import atomic_write_json, exclusive_directory, remove_stale_temp_files
+from rlarena.io import atomic_write_json, atomic_write_text, exclusive_directory, remove_stale_temp_files
 from rlarena.registry import get_algorithm, get_env
 from rlarena.rollout import Environment, EnvSettings, Policy
 
@@ -33,6 +34,7 @@ from .configs import (  # noqa: F401  (load_config and build_algo_config: the AP
     algo_config_from_dict,
     apply_env_run_defaults,
     build_algo_config,
+    command_line_keys,
     load_config,
 )
 from .progress import Progress
@@ -40,6 +42,7 @@ from .results import (
     CHECKPOINT,
     CONFIG,
     FAILED,
+    METRICS,
     REUSED,
     RUN_FILES,
     SUMMARY,
@@ -58,6 +61,8 @@ from .results import (
 
 log = logging.getLogger("rlarena")
 
+MAX_TOTAL_STEPS = 10**10  # a run's budget: beyond it a typo trains until killed
+MAX_VIDEO_SIZE = 4096  # pixels per side of a rendered clip
 LOG_WINDOW = 20  # training episodes behind the logged episode_return_mean
 TRAIN_WINDOW = 100  # training episodes behind the summary's train_return_last100 (checkpointed too)
 
@@ -95,7 +100,7 @@ def validate_run_config(cfg: DictConfig) -> None:
     """Every run-level setting (the algorithm's are checked by its Config): types, ranges, the device, the
     environment's own settings. Called before a run directory is touched."""
     _check_int("seed", cfg.seed, 0, 2**32 - 1)
-    _check_int("total_steps", cfg.total_steps, 1)
+    _check_int("total_steps", cfg.total_steps, 1, MAX_TOTAL_STEPS, note=" (a stated bound: years of CPU)")
     _check_int("eval.episodes", cfg.eval.episodes, 1)
     _check_int("eval.every_steps", cfg.eval.every_steps, 0, note=" (0 = only at the end)")
     _check_int("checkpoint.every_steps", cfg.checkpoint.every_steps, 0, note=" (0 = only at the end)")
@@ -103,7 +108,7 @@ def validate_run_config(cfg: DictConfig) -> None:
     video = cfg.get("video")
     if video is not None:
         for key in ("video.width", "video.height"):
-            _check_int(key, OmegaConf.select(cfg, key), 1)
+            _check_int(key, OmegaConf.select(cfg, key), 1, MAX_VIDEO_SIZE)
     for key in (
         "progress",
         "tensorboard",
@@ -115,18 +120,47 @@ def validate_run_config(cfg: DictConfig) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
     _check_device(cfg.device)
+    _check_scores(cfg.env.get("random_score"), cfg.env.get("reference_score"))
     env_factory = get_env(cfg.env.name)  # unknown names fail here, listing what exists
     validate_env = getattr(env_factory, "validate", None)
     if validate_env is not None:
         validate_env(OmegaConf.to_container(cfg.env, resolve=True))
 
 
+def _check_scores(random_score: Any, reference_score: Any) -> None:
+    """The normalization pair of an env config: null, or finite numbers that differ."""
+    for key, value in (("random_score", random_score), ("reference_score", reference_score)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value)):
+            raise ConfigError(f"env.{key} must be a finite number or null, got {value!r}")
+    if random_score is not None and random_score == reference_score:
+        raise ConfigError(
+            f"env.random_score and env.reference_score are both {random_score}: a normalized score "
+            "divides by their difference"
+        )
+
+
 def validate(cfg: DictConfig, explicit_keys: set[str] | None = None) -> tuple[DictConfig, AlgoConfig]:
     """The whole check of a new run's config, as training does it; returns the config with the env's run
     defaults applied and the algorithm's validated Config."""
+    explicit = command_line_keys() if explicit_keys is None else explicit_keys
+    if "env.name" in explicit:  # the leaderboard pools runs by this name: it is the env config's own
+        raise ConfigError(
+            f"env.name is the name of the env config chosen with env=<name>; set env={cfg.env.name} "
+            "instead (or env=gym env.id=<id> for a gymnasium task rlarena has no config for)"
+        )
     cfg = apply_env_run_defaults(cfg, explicit_keys)
     validate_run_config(cfg)
+    cpus = os.cpu_count() or 1
+    _check_int("torch_threads", cfg.torch_threads, 1, cpus, note=f" (this machine has {cpus} CPUs)")
     algo_cfg = build_algo_config(cfg, explicit_keys)
+    num_steps = getattr(algo_cfg, "num_steps", None)
+    if isinstance(num_steps, int) and cfg.total_steps < algo_cfg.num_envs * num_steps:
+        raise ConfigError(
+            f"total_steps={cfg.total_steps} is less than one rollout (algo.num_envs x algo.num_steps = "
+            f"{algo_cfg.num_envs} x {num_steps} = {algo_cfg.num_envs * num_steps} steps): raise "
+            "total_steps or shorten the rollout"
+        )
     # What the algorithm asks of the environment (e.g. responses per prompt) must fit it, checked now too.
     check_settings = getattr(get_env(cfg.env.name), "validate_settings", None)
     if check_settings is not None:
@@ -231,6 +265,7 @@ def run_training(
     run_dir: str | os.PathLike,
     explicit_keys: set[str] | None = None,
     resume: dict[str, Any] | None = None,
+    job_files: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train one run into ``run_dir``; returns the summary written to ``summary.json``.
 
@@ -239,6 +274,8 @@ def run_training(
     another config's files unless ``force=true``. ``resume``: a checkpoint of this run (see
     ``resume_training``); training goes on from its step, with the config as saved (env run defaults already
     applied) and the hyper-parameters the checkpoint recorded. A run that raises writes ``failed.json``.
+    ``job_files``: relative path -> text (a Hydra job's ``.hydra/`` files), written only once the directory
+    is this run's, so a refused run never rewrites what describes another.
     """
     if resume is None:
         cfg, algo_cfg = validate(cfg, explicit_keys)  # refuse bad input before anything is created
@@ -250,6 +287,9 @@ def run_training(
         remove_stale_temp_files(path)
         if resume is None:
             prepare_fresh_run_directory(path, config_hash(cfg), force=bool(cfg.force))
+        for name, text in (job_files or {}).items():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path / name, text)
         built = build_from(cfg, algo_cfg, str(path))
         try:
             if resume is not None:
@@ -309,6 +349,13 @@ def _train(
     step = start_step
     start = time.perf_counter()
     eval_time = 0.0
+    if num_iters * steps_per_iter != cfg.total_steps and start_step == 0:
+        log.info(
+            "total_steps=%d is not a whole number of rollouts of %d steps: training runs %d steps",
+            cfg.total_steps,
+            steps_per_iter,
+            num_iters * steps_per_iter,
+        )
 
     bar = Progress(
         num_iters * steps_per_iter, step, f"{cfg.algo.name} {cfg.env.name} s{cfg.seed}", bool(cfg.progress)
@@ -344,10 +391,14 @@ def _train(
     wall = time.perf_counter() - start
     train_time = wall - eval_time
 
-    result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
-    _log_eval(run, step, result)
-    _maybe_clip(cfg, env, policy, run, step)
-    run.save_checkpoint(_checkpoint_state(built, step, num_iters, recent))
+    # A run killed after its final checkpoint (which follows the final evaluation) has that evaluation in its
+    # log already: reuse it, so the step is never evaluated and logged twice.
+    result = _logged_eval(run.path, step) if first_iter >= num_iters else None
+    if result is None:
+        result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
+        _log_eval(run, step, result)
+        _maybe_clip(cfg, env, policy, run, step)
+        run.save_checkpoint(_checkpoint_state(built, step, num_iters, recent))
     returns = result["returns"]
     summary = {
         "algo": cfg.algo.name,
@@ -418,8 +469,7 @@ def resume_training(run_dir: str | os.PathLike, total_steps: int | None = None) 
         cfg = read_run_config(run_dir)
         state = read_checkpoint(run_dir)
         if total_steps is not None:
-            if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
-                raise ConfigError(f"total_steps must be a positive integer, got {total_steps}")
+            _check_int("total_steps", total_steps, 1, MAX_TOTAL_STEPS)
             cfg.total_steps = int(total_steps)
         step, hint = int(state["step"]), "pass --total-steps to train it further"
         if step >= cfg.total_steps and (run_dir / SUMMARY).is_file():
@@ -438,6 +488,27 @@ def _maybe_clip(cfg: DictConfig, env: Environment, policy: Policy, run: RunDirec
         from .clips import clip_at_eval
 
         clip_at_eval(env, policy, video, run, step)
+
+
+EVAL_SUMMARY_KEYS = ("eval_return_mean", "eval_return_std", "eval_returns")  # what _log_eval derives
+
+
+def _logged_eval(run_dir: Path, step: int) -> dict[str, Any] | None:
+    """The evaluation at ``step`` as ``env.evaluate`` returned it, read back from the run's metrics log (the
+    last such record), or None if the log has none."""
+    record = None
+    with open(run_dir / METRICS, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a damaged line is not this evaluation
+            if isinstance(r, dict) and r.get("kind") == "eval" and r.get("step") == step:
+                record = r if isinstance(r.get("eval_returns"), list) else record
+    if record is None:
+        return None
+    extra = {k: v for k, v in record.items() if k not in ("kind", "step", *EVAL_SUMMARY_KEYS)}
+    return {"returns": record["eval_returns"], **extra}
 
 
 def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:
@@ -478,12 +549,14 @@ def hydra_task(cfg: DictConfig) -> RunResult:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return RunResult(_hydra_job(cfg, run_dir, Path(hydra_cfg.runtime.cwd) / cfg.outputs_root))
+        job_files = hydra_job_files(cfg, hydra_cfg)
+        return RunResult(_hydra_job(cfg, run_dir, Path(hydra_cfg.runtime.cwd) / cfg.outputs_root, job_files))
     except UserError as exc:
         if not multirun:
             raise SystemExit(report_user_error("rlarena train", exc)) from None
-        # Another process's directory, or a finished run this job was refused to touch: write nothing there.
-        if not isinstance(exc, RunDirectoryInUse) and not (run_dir / SUMMARY).exists():
+        # Another process's directory, or another run's files this job was refused to touch: write nothing.
+        others = any((run_dir / name).exists() for name in (SUMMARY, CONFIG))
+        if not isinstance(exc, RunDirectoryInUse) and not others:
             write_failure(run_dir, {"error": str(exc), "kind": "config"})
         log.error("job %s: %s", hydra_cfg.job.num, exc)
         return RunResult(status="failed", error=str(exc))
@@ -496,7 +569,23 @@ def hydra_task(cfg: DictConfig) -> RunResult:
         return RunResult(status="failed", error=str(exc))
 
 
-def _hydra_job(cfg: DictConfig, run_dir: Path, outputs_root: Path) -> dict[str, Any]:
+# Hydra writes a job's .hydra/ before the task runs (so a refused job would rewrite another run's):
+# conf/config.yaml turns that off (hydra.output_subdir: null) and the job writes the same files itself.
+HYDRA_SUBDIR = ".hydra"
+
+
+def hydra_job_files(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, str]:
+    """The files Hydra's ``output_subdir`` would hold: the job's config, Hydra's config, the overrides."""
+    return {
+        f"{HYDRA_SUBDIR}/config.yaml": OmegaConf.to_yaml(cfg),
+        f"{HYDRA_SUBDIR}/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})),
+        f"{HYDRA_SUBDIR}/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    }
+
+
+def _hydra_job(
+    cfg: DictConfig, run_dir: Path, outputs_root: Path, job_files: dict[str, str] | None = None
+) -> dict[str, Any]:
     cfg = apply_env_run_defaults(cfg)  # before hashing, so a re-run finds the same hash
     cfg_hash = config_hash(cfg)
     with exclusive_directory(run_dir):
@@ -520,8 +609,8 @@ def _hydra_job(cfg: DictConfig, run_dir: Path, outputs_root: Path) -> dict[str, 
             state = _resumable_checkpoint(run_dir, cfg_hash)
             if state is not None:
                 log.info("resuming the interrupted run in %s from step %d", run_dir, int(state["step"]))
-                return run_training(cfg, run_dir, resume=state)
-        return run_training(cfg, run_dir)
+                return run_training(cfg, run_dir, resume=state, job_files=job_files)
+        return run_training(cfg, run_dir, job_files=job_files)
 
 
 def _resumable_checkpoint(run_dir: Path, cfg_hash: str) -> dict[str, Any] | None:

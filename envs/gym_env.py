@@ -27,6 +27,7 @@ Two collection modes:
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -603,9 +604,14 @@ def _set_mujoco_state(env: gym.Env, state: dict[str, Any]) -> None:
 
 
 class GymTask:
-    """The registered factory of one gymnasium task; ``env_cfg`` (``conf/env/<name>.yaml``) overrides."""
+    """The registered factory of one gymnasium task; ``env_cfg`` (``conf/env/<name>.yaml``) overrides.
 
-    def __init__(self, name: str, env_id: str) -> None:
+    ``env_id=None``: the generic task ``env=gym``, any gymnasium id given as ``env.id`` (``module:Env-v0``
+    imports the module first, as ``gym.make`` does). A named task runs its own id only: a run labelled
+    ``invertedpendulum`` that simulates Hopper would be pooled with InvertedPendulum runs.
+    """
+
+    def __init__(self, name: str, env_id: str | None) -> None:
         self.name = name
         self.env_id = env_id
         self.__module__ = __name__
@@ -616,16 +622,32 @@ class GymTask:
     def validate(self, env_cfg: dict[str, Any]) -> None:
         """Refuse what would fail only once the simulator is built (before a run directory exists)."""
         env_id = env_cfg.get("id", self.env_id)
-        try:
-            gym.spec(env_id)
-        except gym.error.Error as exc:
-            message = f"env.id={env_id!r} is not a registered gymnasium environment ({exc})"
-            raise ConfigError(message) from None
+        if self.env_id is None and not (isinstance(env_id, str) and env_id):
+            raise ConfigError(
+                f"env={self.name} runs any gymnasium task: name it with env.id=<id>, e.g. "
+                "env.id=Swimmer-v5 or env.id=my_package.envs:MyEnv-v0"
+            )
+        if self.env_id is not None and env_id != self.env_id:
+            raise ConfigError(
+                f"env.id={env_id!r} is not the task of env={self.name} ({self.env_id}); choose the env "
+                f"config of that task, or env=gym env.id={env_id} for a task rlarena has no config for"
+            )
+        if not isinstance(env_id, str):
+            raise ConfigError(f"env.id must be a gymnasium id, got {env_id!r}")
+        spec_of(env_id)
+        kwargs = env_cfg.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"env.kwargs must be a mapping, got {kwargs!r}")
+        if kwargs:  # the constructor is the only complete list of what a task accepts: build it once
+            try:
+                gym.make(env_id, **kwargs).close()
+            except TypeError as exc:
+                raise ConfigError(f"env.kwargs are not accepted by {env_id}: {exc}") from None
+            except (ValueError, AssertionError) as exc:
+                raise ConfigError(f"env.kwargs={kwargs} do not make a valid {env_id}: {exc}") from None
         limit = env_cfg.get("max_episode_steps")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"env.max_episode_steps must be null or a positive integer, got {limit!r}")
-        if not isinstance(env_cfg.get("kwargs") or {}, dict):
-            raise ConfigError(f"env.kwargs must be a mapping, got {env_cfg.get('kwargs')!r}")
 
     def validate_settings(self, settings: EnvSettings) -> None:
         """What the algorithm asks of the environment, checked before a run directory exists."""
@@ -633,6 +655,22 @@ class GymTask:
 
     def __repr__(self) -> str:
         return f"GymTask({self.name!r}, {self.env_id!r})"
+
+
+def spec_of(env_id: str) -> Any:
+    """gymnasium's spec of ``env_id``; for ``module:Env-v0``, the module is imported first (it registers
+    the env), as ``gym.make`` does. An unknown id or an unimportable module raises ConfigError."""
+    module, _, _ = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # whatever the user's module raises on import
+            raise ConfigError(f"env.id={env_id!r}: cannot import module {module!r} ({exc})") from None
+        env_id = env_id.rpartition(":")[2]
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ConfigError(f"env.id={env_id!r} is not a registered gymnasium environment ({exc})") from None
 
 
 def check_no_reference(settings: EnvSettings) -> None:

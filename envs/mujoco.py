@@ -16,3 +16,5 @@ CLASSIC_TASKS = {"cartpole": "CartPole-v1"}
 
 for _name, _id in {**MUJOCO_TASKS, **CLASSIC_TASKS}.items():
     register_env(_name)(GymTask(_name, _id))
+# Any other gymnasium task, by id (env=gym env.id=Swimmer-v5, or a module's own: env.id=pkg.envs:MyEnv-v0).
+register_env("gym")(GymTask("gym", None))

@@ -39,6 +39,14 @@ def check_nonnegative(name: str, value: float) -> None:
     )
 
 
+def check_learning_rate(name: str, value: float) -> None:
+    """A step size in (0, 1]: beyond 1, Adam, RMSprop and SGD on these networks diverge at once."""
+    check(
+        isinstance(value, (int, float)) and 0 < value <= 1,
+        f"{name} must be > 0 and <= 1, got {value}",
+    )
+
+
 def check_unit(name: str, value: float, *, closed_low: bool = True) -> None:
     ok = (0 <= value <= 1) if closed_low else (0 < value <= 1)
     check(ok, f"{name} must be in {'[' if closed_low else '('}0, 1], got {value}")

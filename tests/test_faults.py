@@ -46,7 +46,7 @@ BAD_OVERRIDES = [
     ("seed=abc", "seed must be an integer >= 0"),
     ("device=cuda:0" if not torch.cuda.is_available() else "device=cuda:99", "device="),
     ("device=warp-drive", "is not a torch device"),
-    ("env.id=NoSuchEnv-v5", "not a registered gymnasium environment"),
+    ("env.id=NoSuchEnv-v5", "env.id='NoSuchEnv-v5' is not the task of env=hopper"),
     ("eval.episodes=abc", "eval.episodes must be a positive integer"),
     ("torch_threads=0", "torch_threads must be a positive integer"),
     ("algo.vf_coef=inf", "vf_coef must be a finite number >= 0"),
@@ -267,7 +267,8 @@ gym.register("rlarena-test/NaNPendulum-v0", entry_point=_NaNAfter)
 def test_non_finite_observation_is_named_at_its_source_and_the_run_records_failure(tmp_path):
     _NaNAfter.instances = 0
     run_dir = tmp_path / "run"
-    overrides = [*SHORT, "env.id=rlarena-test/NaNPendulum-v0", "algo.num_envs=2"]
+    overrides = [*SHORT, "env=gym", "env.id=rlarena-test/NaNPendulum-v0", "algo.num_envs=2"]
+    overrides.remove("env=invertedpendulum")
     with pytest.raises(FloatingPointError) as info:
         run_training(load_config(overrides), run_dir, explicit_keys={"algo.num_envs"})
     message = str(info.value)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from rlarena.errors import ConfigError, MissingFileError
+from rlarena.errors import ConfigError, MissingFileError, RunFileError
 from rlarena.preferences import PreferenceSettings
 from rlarena.registry import register_env
 from rlarena.rollout import Environment, EnvSettings, Policy, RolloutBatch
@@ -32,7 +32,7 @@ from .model import ModelConfig, TransformerLM, generate, response_mask
 from .policy import TextPolicy
 from .preferences import ResponsePairs
 from .reward_model import TextRewardModel, load_text_reward_model
-from .sft import default_path, load_lm
+from .sft import default_path, load_checkpoint, load_lm
 from .tasks import TASKS, get_task, load_split
 from .tokenizer import CharTokenizer
 
@@ -431,6 +431,23 @@ def load_reward_model(path: str, task: str) -> TextRewardModel:
     return rm
 
 
+def _hf_context(path: str, key: str) -> int | None:
+    """The context length of the Hugging Face model saved in folder ``path`` (None if its config does not
+    say); a path that holds no such model raises MissingFileError naming ``key``."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        what = "is not a folder" if not Path(path).is_dir() else "has no config.json"
+        raise MissingFileError(
+            f"{key}={path!r} {what}: not a saved Hugging Face model (SmolLM2-135M-Instruct: "
+            "`make smollm2 && rlarena convert-smollm2 out=<folder>`)"
+        )
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise RunFileError(f"{config}: not a readable model config ({exc})") from None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def check_settings(settings: EnvSettings) -> None:
     """The batch must split into whole groups of responses to one prompt; the policy is the language model."""
     if settings.policy_from_algorithm:
@@ -466,20 +483,32 @@ def _register(task: str) -> None:
         if cfg.get("task", task) != task:
             raise ConfigError(f"env text/{task} was given task={cfg['task']!r}")
         text_cfg = TextEnvConfig.from_dict({**cfg, "task": task})
-        if text_cfg.hf_path is not None and not Path(text_cfg.hf_path).is_dir():
-            raise MissingFileError(
-                f"env.hf_path={text_cfg.hf_path!r} is not a folder with a saved Hugging Face model "
-                "(SmolLM2-135M-Instruct: `make smollm2 && rlarena convert-smollm2 out=<folder>`)"
+        # The pipeline steps' files, read (not only found) before a run directory exists.
+        if text_cfg.hf_path is not None:
+            context = _hf_context(text_cfg.hf_path, "env.hf_path")
+        elif text_cfg.sft_checkpoint == UNTRAINED:
+            context = ModelConfig().max_len
+        else:
+            sft = load_checkpoint(text_cfg.sft_checkpoint, "SFT", f"rlarena sft task={task}")
+            context = int(sft["model_config"]["max_len"])
+        if context is not None and text_cfg.max_new_tokens >= context:
+            raise ConfigError(
+                f"env.max_new_tokens={text_cfg.max_new_tokens} does not fit the model's context of {context} "
+                "tokens (prompt + response)"
             )
-        needed = []  # the pipeline steps' files, checked before a run directory exists
-        if text_cfg.hf_path is None and text_cfg.sft_checkpoint != "untrained":
-            needed.append(("SFT", text_cfg.sft_checkpoint, f"rlarena sft task={task}"))
         if text_cfg.reward == "rm":
-            needed.append(("reward-model", text_cfg.rm_checkpoint, f"rlarena reward-model task={task}"))
-        for what, path, command in needed:
-            # A Hugging Face reward model is a folder (rlarena reward-model hf_path=...).
-            if not (Path(path).is_file() or (what == "reward-model" and Path(path).is_dir())):
-                raise MissingFileError(f"{what} checkpoint not found at {path!r}; create it with `{command}`")
+            path = text_cfg.rm_checkpoint
+            if Path(path).is_dir():  # a Hugging Face reward model (rlarena reward-model hf_path=...)
+                from .hf_reward_model import HEAD_FILE as RM_HEAD_FILE
+
+                if not (Path(path) / RM_HEAD_FILE).is_file():
+                    raise MissingFileError(
+                        f"env.rm_checkpoint={path!r} is a folder without {RM_HEAD_FILE}: not a reward model "
+                        "that `rlarena reward-model hf_path=<SFT folder>` wrote"
+                    )
+                _hf_context(path, "env.rm_checkpoint")
+            else:
+                load_checkpoint(path, "reward-model", f"rlarena reward-model task={task}")
 
     make.__doc__ = f"text/{task}: {TASKS[task].description}"
     make.validate = validate  # type: ignore[attr-defined]

@@ -193,12 +193,20 @@ def load_checkpoint(path: str, what: str, command: str) -> dict[str, Any]:
         ckpt = safe_torch_load(path)
     except Exception as exc:  # truncated, not a torch file, or pickled objects weights_only refuses
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if reason.startswith("Weights only load failed"):  # not torch's advice to trust the file
+            reason = "it holds pickled objects that a safe load (weights_only=True) refuses"
+        # Never suggest writing over it: the file may be anything (a typo naming /etc/passwd).
         raise RunFileError(
-            f"{path!r}: not a readable {what} checkpoint ({reason}); re-create it with `{command}`"
+            f"{path!r}: not a readable {what} checkpoint ({reason}); `{_without_out(command)}` writes one"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunFileError(f"{path!r} is not a {what} checkpoint written by rlarena ({CHECKPOINT_FORMAT})")
     return ckpt
+
+
+def _without_out(command: str) -> str:
+    """``command`` without its ``out=`` argument (the default output path, or one the user chooses)."""
+    return " ".join(part for part in command.split() if not part.startswith("out="))
 
 
 def load_lm(path: str, task: str | None = None) -> tuple[TransformerLM, CharTokenizer, dict[str, Any]]:
