@@ -236,7 +236,7 @@ def read_finished_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
         problem = f"missing {'steps_done' if 'steps_done' not in summary else 'eval_return_mean'!r}"
     elif not isinstance(steps, int) or isinstance(steps, bool):
         problem = f"'steps_done' should be an integer, got {steps!r:.60}"
-    elif score is not None and not _is_number(score):  # null: a run that ended in NaN, before 2026 checks
+    elif score is not None and not _is_number(score):  # null: an older run whose evaluation was NaN
         problem = f"'eval_return_mean' should be a number, got {score!r:.60}"
     if problem:
         raise RunFileError(
