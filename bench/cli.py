@@ -142,7 +142,8 @@ def resume_main(argv: list[str]) -> int:
     except UserError as exc:
         return report("rlarena resume", exc)
     done, ret = summary["steps_done"], summary["eval_return_mean"]
-    print(f"{summary['run_dir']}: step {done}, eval return {ret:.1f}")
+    shown = "null (NaN)" if ret is None else f"{ret:.1f}"  # null: an old run that ended in NaN
+    print(f"{summary.get('run_dir', args.run_dir)}: step {done}, eval return {shown}")
     return 0
 
 

@@ -22,8 +22,8 @@ from rlarena.errors import ConfigError, UserError, report
 from rlarena.io import atomic_write_json, exclusive_directory
 
 from .configs import algo_config_from_dict
-from .results import CHECKPOINT, read_checkpoint, read_run_config, require_saved_run
-from .train import Built, _print_eval_table, _restore, build_from
+from .results import CHECKPOINT, read_checkpoint, require_saved_run
+from .train import Built, _print_eval_table, _restore, build_from, read_saved_config
 
 EVAL = "eval.json"
 
@@ -31,8 +31,8 @@ EVAL = "eval.json"
 def load_saved_run(run_dir: Path) -> tuple[Any, dict[str, Any], Built]:
     """The run's config, its checkpoint, and env + policy + algorithm rebuilt from them and restored (the
     caller holds the directory's lock and closes ``built.env``)."""
-    cfg = read_run_config(run_dir)
-    state = read_checkpoint(run_dir)
+    cfg = read_saved_config(run_dir)
+    state = read_checkpoint(run_dir, cfg)
     torch.set_num_threads(int(cfg.torch_threads))
     algo_cfg = algo_config_from_dict(cfg.algo.name, state["algo_config"])
     built = build_from(cfg, algo_cfg, run_dir=None)  # nothing of the environment's goes to the run

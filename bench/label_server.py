@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import logging
 import os
 import sys
@@ -193,10 +194,23 @@ async def parse_label(request: Request) -> LabelRequest:
         raise HTTPException(415, "send JSON (Content-Type: application/json)")
     body = await read_body(request)
     try:
-        return LabelRequest.model_validate_json(body)
+        label = LabelRequest.model_validate_json(body)
     except ValidationError as exc:
         message = validation_message(exc.errors(include_url=False, include_input=False))
-    raise HTTPException(422, message)
+        raise HTTPException(422, message) from None
+    # JSON parsers keep the last of two equal keys: a body that says both "left" and "right" is refused.
+    # (The body is a valid flat object by now, so parsing it again is cheap and cannot recurse deeply.)
+    json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    return label
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise HTTPException(422, f"duplicate key {key[:40]!r} in the label")
+        seen.add(key)
+    return dict(pairs)
 
 
 class UndecodableLog:
@@ -353,14 +367,25 @@ def create_app(
             raise HTTPException(404, str(exc)) from None
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=86400"})
 
+    def add_label(query_id: int, choice: str) -> bool:
+        """Store a label for a query that decodes and shows one comparison (what the page could show)."""
+        query = store.get_query(query_id)  # KeyError, UndecodableQuery; queries never change once stored
+        if query.a.unit != query.b.unit:
+            cause = ValueError(f"its segments have different units ({query.a.unit}, {query.b.unit})")
+            raise UndecodableQuery(query.id, cause)
+        return store.add_label(query_id, choice)
+
     @app.post("/api/label")
     async def api_label(request: Request) -> dict[str, Any]:
         label = await parse_label(request)
         query_id, choice = label.query_id, label.choice
         try:
-            stored = await asyncio.get_running_loop().run_in_executor(None, store.add_label, query_id, choice)
+            stored = await asyncio.get_running_loop().run_in_executor(None, add_label, query_id, choice)
         except KeyError:
             raise HTTPException(404, f"no query {query_id}") from None
+        except UndecodableQuery as exc:  # a label for it would make the store unreadable to its trainer
+            undecodable.report(exc)
+            raise HTTPException(422, f"query {query_id} cannot be decoded: it cannot be labeled") from None
         if not stored:
             raise HTTPException(409, f"query {query_id} already has a label")
         return {"stored": True, "query_id": query_id, "choice": choice, "progress": progress()}

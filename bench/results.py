@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from rlarena.errors import RunFileError
+from rlarena.errors import DiskFullError, RunFileError, is_disk_full
 from rlarena.io import atomic_torch_save, atomic_write_json, atomic_write_text, safe_torch_load
+
+log = logging.getLogger("rlarena")
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -59,6 +63,9 @@ class RunDirectory:
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        # The step of the newest checkpoint on disk: what a resume after a failure goes on from.
+        self.checkpoint_step = resume_step
+        self._disk_full = False
         if resume_step is not None:
             _drop_metrics_after(self.path / METRICS, resume_step)
         # A fresh run starts its metrics anew: a step is never logged twice in one file.
@@ -76,8 +83,14 @@ class RunDirectory:
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         record = {"kind": kind, "step": int(step), **_jsonable(values)}
-        self._metrics.write(json.dumps(record, sort_keys=True) + "\n")
-        self._metrics.flush()
+        try:
+            self._metrics.write(json.dumps(record, sort_keys=True) + "\n")
+            self._metrics.flush()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._disk_full = True  # a torn last line at most, which a resume drops
+            raise DiskFullError(self.path / METRICS) from exc
         if self._tb is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -100,7 +113,12 @@ class RunDirectory:
     def save_checkpoint(self, state: dict[str, Any]) -> Path:
         path = self.path / CHECKPOINT
         atomic_torch_save(path, state)
+        self.checkpoint_step = int(state["step"])
         return path
+
+    def disk_full_hint(self) -> str:
+        """What to do after a full disk stopped this run (see :func:`disk_full_hint`)."""
+        return disk_full_hint(self.path, self.checkpoint_step)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, _jsonable(summary))
@@ -109,14 +127,35 @@ class RunDirectory:
         write_failure(self.path, info)
 
     def close(self) -> None:
-        self._metrics.close()
+        try:
+            self._metrics.close()
+        except OSError as exc:
+            if not (self._disk_full and is_disk_full(exc)):  # else: the failed flush raised in log() already
+                raise
         if self._tb is not None:
             self._tb.close()
 
 
-def write_failure(run_dir: str | os.PathLike, info: dict[str, Any]) -> None:
-    """``failed.json``: the run raised (the leaderboard tells a crash from a kill, which leaves none)."""
-    atomic_write_json(Path(run_dir) / FAILED, _jsonable(info))
+def disk_full_hint(run_dir: str | os.PathLike, checkpoint_step: int | None) -> str:
+    """The rest of the message of a run a full disk stopped: the step its checkpoint on disk holds."""
+    if checkpoint_step is None:
+        return "no checkpoint was written yet; free space and start the run again"
+    resume = f"`rlarena resume {run_dir}`"
+    return f"the last good checkpoint is step {checkpoint_step}; free space and run {resume}"
+
+
+def write_failure(run_dir: str | os.PathLike, info: dict[str, Any]) -> bool:
+    """``failed.json``: the run raised (the leaderboard tells a crash from a kill, which leaves none).
+
+    Best effort: called while an error is on its way up (a full disk, often), it never raises; returns
+    whether the record was written."""
+    path = Path(run_dir) / FAILED
+    try:
+        atomic_write_json(path, _jsonable(info))
+    except Exception as exc:  # the error being recorded matters more than its record
+        log.warning("could not write %s: %s", path, exc)
+        return False
+    return True
 
 
 # Everything a run writes (besides Hydra's .hydra/ and the lock): what a fresh start clears.
@@ -133,20 +172,78 @@ def clear_run_files(run_dir: str | os.PathLike) -> None:
             target.unlink(missing_ok=True)
 
 
-def read_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The run's checkpoint; a truncated, garbled or foreign file raises :class:`RunFileError` naming it."""
+def checkpoint_owner(cfg: Any) -> dict[str, str]:
+    """What a checkpoint records of the run it belongs to (``run`` in the checkpoint): the algorithm and the
+    task. ``cfg``: the run's config."""
+    env_id = cfg.env.get("id", cfg.env.name)
+    return {"algo": str(cfg.algo.name), "env": str(cfg.env.name), "env_id": str(env_id)}
+
+
+def _describe_owner(owner: dict[str, Any]) -> str:
+    env, env_id = owner.get("env"), owner.get("env_id")
+    return f"algo {owner.get('algo')} on {env}" + (f" ({env_id})" if env_id not in (None, env) else "")
+
+
+def _load_error_reason(exc: BaseException) -> str:
+    """torch.load's error in one line. A ``weights_only`` refusal leads with advice to load the file with
+    ``weights_only=False``, which runs whatever code it holds: only its cause is kept."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its advice
+    if not text:
+        return type(exc).__name__
+    for line in text.splitlines():
+        if line.strip().startswith("WeightsUnpickler error:"):
+            cause = line.strip().removeprefix("WeightsUnpickler error:").strip()
+            return cause.split(". Please use")[0]  # the rest: how to allowlist what the file holds
+    first = text.splitlines()[0]
+    return "it holds objects a safe load refuses" if "weights_only" in text else first
+
+
+def read_checkpoint(run_dir: str | os.PathLike, cfg: Any = None) -> dict[str, Any]:
+    """The run's checkpoint; a truncated, garbled or foreign file raises :class:`RunFileError` naming it.
+    With the run's config ``cfg``: a checkpoint that records another run (``checkpoint_owner``) is refused
+    too (checkpoints written before the record existed have none and load)."""
     path = Path(run_dir) / CHECKPOINT
     try:
         state = safe_torch_load(path)
     except FileNotFoundError:
         raise RunFileError(f"{path}: no such file") from None
     except Exception as exc:  # torch raises many kinds on a damaged zip/pickle
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _load_error_reason(exc)
         raise RunFileError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason}") from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise RunFileError(f"{path}: not an rlarena run checkpoint (missing {', '.join(missing)})")
+    recorded = state.get("run")
+    if cfg is not None and recorded is not None:
+        mine = checkpoint_owner(cfg)
+        if not isinstance(recorded, dict) or {k: recorded.get(k) for k in mine} != mine:
+            theirs = _describe_owner(recorded) if isinstance(recorded, dict) else repr(recorded)[:80]
+            raise RunFileError(
+                f"{path} does not belong to this run (checkpoint: {theirs}; run: {_describe_owner(mine)}); "
+                "put back this run's own checkpoint.pt"
+            )
     return state
+
+
+def read_finished_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A finished run's ``summary.json``, with the figures a resume reports checked (:class:`RunFileError`
+    naming the file otherwise)."""
+    path = Path(run_dir) / SUMMARY
+    summary = read_json_file(path)
+    steps, score = summary.get("steps_done"), summary.get("eval_return_mean")
+    problem = None
+    if "steps_done" not in summary or "eval_return_mean" not in summary:
+        problem = f"missing {'steps_done' if 'steps_done' not in summary else 'eval_return_mean'!r}"
+    elif not isinstance(steps, int) or isinstance(steps, bool):
+        problem = f"'steps_done' should be an integer, got {steps!r:.60}"
+    elif score is not None and not _is_number(score):  # null: an older run whose evaluation was NaN
+        problem = f"'eval_return_mean' should be a number, got {score!r:.60}"
+    if problem:
+        raise RunFileError(
+            f"{path}: not a finished run's summary ({problem}); remove it, and `rlarena resume` finishes the "
+            "run again from its checkpoint"
+        )
+    return summary
 
 
 def read_json_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -190,22 +287,45 @@ def read_run_config(run_dir: str | os.PathLike) -> Any:
     return cfg
 
 
-def _drop_metrics_after(file: Path, step: int) -> None:
-    if not file.exists():
-        return
-    lines = file.read_text(encoding="utf-8").splitlines()
+def metrics_kept_at_resume(file: Path, step: int) -> str:
+    """The text of ``metrics.jsonl`` a resume from the checkpoint at ``step`` keeps: the records up to it;
+    the torn last line of a killed process is dropped. A missing file, or a line before the last that is no
+    record (not UTF-8, not JSON), raises :class:`RunFileError` naming the file: a resume would otherwise
+    start a log with no record before ``step``, or keep a line that makes the leaderboard skip the run."""
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise RunFileError(
+            f"{file}: no such file, so the steps up to the checkpoint (step {step}) have no record and a "
+            "resume would start the log at that step; put the file back, or train the run afresh"
+        ) from None
+    except OSError as exc:
+        raise RunFileError(f"{file}: cannot read ({exc.strerror or exc})") from None
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the newline that ends the last record
     kept = []
-    for i, line in enumerate(lines):
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
         try:
+            line = raw.decode("utf-8")
             record_step = int(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             if i == len(lines) - 1:
                 continue  # the torn last line of a killed process
-            kept.append(line)  # anything else is kept as it is
-            continue
+            what = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a metrics record"
+            raise RunFileError(
+                f"{file} line {i + 1}: {what} (each line is one JSON object with a 'step'); repair or remove "
+                "that line, then resume"
+            ) from None
         if record_step <= step:
             kept.append(line)
-    atomic_write_text(file, "".join(line + "\n" for line in kept))
+    return "".join(line + "\n" for line in kept)
+
+
+def _drop_metrics_after(file: Path, step: int) -> None:
+    atomic_write_text(file, metrics_kept_at_resume(file, step))
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import typing
 from pathlib import Path
@@ -38,12 +39,16 @@ from rlarena.reward_ensemble import (
 
 from .keyvalue import defaults, parse_keys, usage
 
+log = logging.getLogger("rlarena")
+
 # Offline, the labels are all there is: train longer than one online round.
 OFFLINE_DEFAULTS = {"epochs": 100, "max_steps_per_round": 20000, "adaptive_l2": False}
 
 
-def load_labeled_pairs(path: str | Path) -> list[LabeledPair]:
-    """Labeled pairs (skips dropped) from a label store or a JSON-lines file."""
+def load_labeled_pairs(path: str | Path, undecodable: list[int] | None = None) -> list[LabeledPair]:
+    """Labeled pairs (skips dropped) from a label store or a JSON-lines file. A store's labeled queries that
+    cannot be decoded are left out (one bad row must not cost every label) and their ids put in
+    ``undecodable`` (a warning is logged); without the list they raise."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no labels file {path}")
@@ -51,7 +56,12 @@ def load_labeled_pairs(path: str | Path) -> list[LabeledPair]:
         from rlarena.label_store import LabelStore
 
         with LabelStore(path) as store:
-            return store.labeled_pairs()
+            pairs = store.labeled_pairs(undecodable=undecodable)
+        if undecodable:
+            shown = ", ".join(str(i) for i in undecodable[:10]) + (", ..." if len(undecodable) > 10 else "")
+            n = len(undecodable)
+            log.warning("%s: skipped %d labeled query(ies) that cannot be decoded (query %s)", path, n, shown)
+        return pairs
     pairs = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -105,7 +115,8 @@ def train_from_labels_file(
             cfg = RewardModelConfig(**{**OFFLINE_DEFAULTS, **(cfg or {})})
         except TypeError as exc:
             raise ConfigError(f"invalid reward-model option: {exc}") from None
-    pairs = load_labeled_pairs(path)
+    undecodable: list[int] = []
+    pairs = load_labeled_pairs(path, undecodable)
     if not pairs:
         raise ValueError(f"{path} holds no labeled pair")
     dims = {p.a.features().shape[1] for p in pairs} | {p.b.features().shape[1] for p in pairs}
@@ -116,6 +127,7 @@ def train_from_labels_file(
     metrics: dict[str, Any] = dict(trainer.fit())
     metrics["true_return_spearman"] = _spearman_true_returns(trainer, pairs)
     metrics.update(labels_file=str(path), pairs=len(pairs), seed=seed, config=dataclasses.asdict(cfg))
+    metrics["undecodable_labels"] = len(undecodable)  # labeled queries left out: their rows do not decode
     if out is not None:
         out = Path(out)
         save_reward_ensemble(str(out / "reward_model.pt"), trainer)
@@ -131,6 +143,8 @@ DOC = """Train the preference plugin's reward model (algo=preference: an MLP ens
 action) from a label store (.sqlite/.db) or a JSON-lines labels file (docs/preferences.md). It writes
 reward_model.pt and metrics.json into out (null: <labels file>.reward_model/). The other keys are
 RewardModelConfig's fields, shown with their offline defaults."""
+# What the command prints of the metrics (all of them go to metrics.json).
+SHOWN = ("pairs", "undecodable_labels", "train_accuracy", "val_accuracy", "val_pairs", "true_return_spearman")
 # This command's own keys, besides RewardModelConfig's fields (labels is required).
 KEYS: dict[str, Any] = {"labels": str, "out": str | None, "seed": int}
 
@@ -151,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError, FileNotFoundError) as exc:
         print(f"rlarena {COMMAND}: {exc}", file=sys.stderr)
         return 2
-    shown = {
-        k: metrics[k]
-        for k in ("pairs", "train_accuracy", "val_accuracy", "val_pairs", "true_return_spearman")
-    }
+    shown = {k: metrics[k] for k in SHOWN}
     print(json.dumps(shown, indent=2))
     print(f"saved {out}/reward_model.pt and {out}/metrics.json")
     return 0

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlarena import ops
 from rlarena.algorithms.base import AlgoConfig, Algorithm
 from rlarena.algorithms.policies import make_mlp_policy
-from rlarena.errors import ConfigError, RunDirectoryInUse, RunFileError, UserError
+from rlarena.errors import ConfigError, DiskFullError, RunDirectoryInUse, RunFileError, UserError
 from rlarena.errors import report as report_user_error
 from rlarena.io import atomic_write_json, atomic_write_text, exclusive_directory, remove_stale_temp_files
 from rlarena.registry import get_algorithm, get_env
@@ -47,12 +47,16 @@ from .results import (
     RUN_FILES,
     SUMMARY,
     RunDirectory,
+    checkpoint_owner,
     clear_run_files,
     config_hash,
+    disk_full_hint,
     find_finished_run,
     finished_code_path,
     finished_run_hash,
+    metrics_kept_at_resume,
     read_checkpoint,
+    read_finished_summary,
     read_json_file,
     read_run_config,
     require_saved_run,
@@ -140,6 +144,24 @@ def _check_scores(random_score: Any, reference_score: Any) -> None:
         )
 
 
+def read_saved_config(run_dir: str | os.PathLike) -> DictConfig:
+    """A run directory's ``config.yaml``, checked as a config typed on the command line is
+    (``validate_run_config``): eval, video and resume read it back, and an edited or damaged setting in it
+    is one :class:`RunFileError` naming the file, not a traceback from deep inside."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(run_dir) / CONFIG
+    cfg = read_run_config(run_dir)
+    try:
+        validate_run_config(cfg)
+    except ConfigError as exc:
+        raise RunFileError(f"{path}: {exc}") from None
+    except OmegaConfBaseException as exc:  # a section or key the file lacks
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFileError(f"{path}: not a complete run config: {reason}") from None
+    return cfg
+
+
 def validate(cfg: DictConfig, explicit_keys: set[str] | None = None) -> tuple[DictConfig, AlgoConfig]:
     """The whole check of a new run's config, as training does it; returns the config with the env's run
     defaults applied and the algorithm's validated Config."""
@@ -218,8 +240,13 @@ def _mean(xs: list[float]) -> float:
     return float(np.mean(xs)) if xs else float("nan")
 
 
-def _checkpoint_state(built: Built, step: int, iteration: int, recent: list[float]) -> dict[str, Any]:
+def _checkpoint_state(
+    built: Built, step: int, iteration: int, recent: list[float], cfg: DictConfig | None = None
+) -> dict[str, Any]:
+    """What ``checkpoint.pt`` holds; with the run's ``cfg``, which run it belongs to (``run``: a resume or an
+    evaluation refuses another run's checkpoint)."""
     return {
+        **({"run": checkpoint_owner(cfg)} if cfg is not None else {}),
         "step": step,
         "iteration": iteration,
         "recent_returns": list(recent),  # the training-episode window: a resume logs and reports the same
@@ -296,14 +323,19 @@ def run_training(
                 _restore(built, resume, path / CHECKPOINT)
             # Only now, with the checkpoint restored, may the interrupted run's later metrics go.
             start_step = 0 if resume is None else int(resume["step"])
-            run = RunDirectory(
-                path, tensorboard=bool(cfg.tensorboard), resume_step=None if resume is None else start_step
-            )
+            resume_step = None if resume is None else start_step
+            try:
+                run = RunDirectory(path, tensorboard=bool(cfg.tensorboard), resume_step=resume_step)
+            except DiskFullError as exc:
+                hint = disk_full_hint(path, resume_step)
+                raise _record_disk_full(path, DiskFullError(exc.path, hint)) from None
             try:
                 run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
                 first_iter = 0 if resume is None else int(resume["iteration"])
                 recent = [] if resume is None else [float(r) for r in resume.get("recent_returns", [])]
                 return _train(cfg, built, run, start_step, first_iter, recent)
+            except DiskFullError as exc:  # the message says which checkpoint is on disk to resume from
+                raise _record_disk_full(path, DiskFullError(exc.path, run.disk_full_hint())) from None
             except Exception as exc:
                 run.write_failure(
                     {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
@@ -313,6 +345,11 @@ def run_training(
                 run.close()
         finally:
             built.env.close()
+
+
+def _record_disk_full(run_dir: Path, exc: DiskFullError) -> DiskFullError:
+    write_failure(run_dir, {"error": str(exc), "kind": "disk_full"})  # best effort: the disk is full
+    return exc
 
 
 def prepare_fresh_run_directory(path: Path, cfg_hash: str, force: bool) -> None:
@@ -386,7 +423,7 @@ def _train(
             _maybe_clip(cfg, env, policy, run, step)
             eval_time += time.perf_counter() - t0
         if ckpt_every and not last and (step // ckpt_every) > ((step - steps_per_iter) // ckpt_every):
-            run.save_checkpoint(_checkpoint_state(built, step, iteration + 1, recent))
+            run.save_checkpoint(_checkpoint_state(built, step, iteration + 1, recent, cfg))
     bar.close()
     wall = time.perf_counter() - start
     train_time = wall - eval_time
@@ -398,7 +435,7 @@ def _train(
         result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
         _log_eval(run, step, result)
         _maybe_clip(cfg, env, policy, run, step)
-        run.save_checkpoint(_checkpoint_state(built, step, num_iters, recent))
+        run.save_checkpoint(_checkpoint_state(built, step, num_iters, recent, cfg))
     returns = result["returns"]
     summary = {
         "algo": cfg.algo.name,
@@ -466,17 +503,18 @@ def resume_training(run_dir: str | os.PathLike, total_steps: int | None = None) 
         "resume from",
     )
     with exclusive_directory(run_dir):  # a resume racing a live run fails here, before touching anything
-        cfg = read_run_config(run_dir)
-        state = read_checkpoint(run_dir)
+        cfg = read_saved_config(run_dir)
+        state = read_checkpoint(run_dir, cfg)
         if total_steps is not None:
             _check_int("total_steps", total_steps, 1, MAX_TOTAL_STEPS)
             cfg.total_steps = int(total_steps)
         step, hint = int(state["step"]), "pass --total-steps to train it further"
         if step >= cfg.total_steps and (run_dir / SUMMARY).is_file():
             log.info("%s already finished at step %d (%s)", run_dir, step, hint)
-            return read_json_file(run_dir / SUMMARY)
+            return read_finished_summary(run_dir)
         if step > cfg.total_steps:
             raise ConfigError(f"rlarena resume: the checkpoint is at step {step} > total_steps; {hint}")
+        metrics_kept_at_resume(run_dir / METRICS, step)  # a damaged log is refused before anything changes
         # step == total_steps without a summary: killed before the end; the final evaluation remains
         log.info("resuming %s from step %d of %d", run_dir, int(state["step"]), cfg.total_steps)
         return run_training(cfg, run_dir, resume=state)
@@ -513,6 +551,8 @@ def _logged_eval(run_dir: Path, step: int) -> dict[str, Any] | None:
 
 def _log_eval(run: RunDirectory, step: int, result: dict[str, Any]) -> None:
     returns = result["returns"]
+    if not np.isfinite(returns).all():  # whatever the environment: a NaN score fails as NaN in training does
+        raise FloatingPointError(f"non-finite return during the evaluation at step {step}: {returns}")
     values = {
         "eval_return_mean": float(np.mean(returns)),
         "eval_return_std": float(np.std(returns)),
@@ -618,9 +658,10 @@ def _resumable_checkpoint(run_dir: Path, cfg_hash: str) -> dict[str, Any] | None
     if (run_dir / SUMMARY).exists() or not all((run_dir / f).is_file() for f in (CHECKPOINT, CONFIG)):
         return None
     try:
-        if config_hash(read_run_config(run_dir)) != cfg_hash:
+        saved = read_run_config(run_dir)
+        if config_hash(saved) != cfg_hash:
             return None
-        return read_checkpoint(run_dir)
+        return read_checkpoint(run_dir, saved)
     except RunFileError as exc:
         log.warning("not resuming from %s: %s; starting over", run_dir, exc)
         return None

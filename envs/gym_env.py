@@ -173,6 +173,22 @@ class GymEnvironment(Environment):
                     f"at global step {step}"
                 )
 
+    def _raise_non_finite_in_evaluation(
+        self, obs: np.ndarray, reward: np.ndarray, ep_len: np.ndarray
+    ) -> None:
+        """As ``_raise_non_finite``, for the evaluation environments: a NaN there fails the run as one in
+        training does, instead of a finished run with a null score."""
+        for i in range(len(obs)):
+            where = f"during evaluation, in evaluation environment {i} at its episode's step {ep_len[i] + 1}"
+            bad = np.flatnonzero(~np.isfinite(np.asarray(obs[i], dtype=np.float64)))
+            if bad.size:
+                value = obs[i][bad[0]]
+                raise FloatingPointError(
+                    f"{self.env_id}: non-finite observation {where}: element {int(bad[0])} is {value}"
+                )
+            if not np.isfinite(reward[i]):
+                raise FloatingPointError(f"{self.env_id}: non-finite reward {reward[i]} {where}")
+
     @torch.no_grad()
     def collect(self, policy: Policy, num_steps: int) -> RolloutBatch:
         """Step the ``N`` environments ``num_steps`` times with ``policy``.
@@ -463,6 +479,8 @@ class GymEnvironment(Environment):
             while (done_count < quota).any():
                 out = policy.act(self._tensor(self.normalize_obs(obs)), deterministic=deterministic)
                 obs, reward, terminated, truncated, _ = envs.step(self._env_action(out.action))
+                if not (np.isfinite(obs).all() and np.isfinite(reward).all()):
+                    self._raise_non_finite_in_evaluation(obs, reward, ep_len)
                 ep_ret += reward
                 ep_len += 1
                 for i in np.flatnonzero(terminated | truncated):
@@ -665,7 +683,11 @@ def spec_of(env_id: str) -> Any:
         try:
             importlib.import_module(module)
         except Exception as exc:  # whatever the user's module raises on import
-            raise ConfigError(f"env.id={env_id!r}: cannot import module {module!r} ({exc})") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"env.id={env_id!r}: the module {module!r} that should register it cannot be imported "
+                f"({type(exc).__name__}: {reason})"
+            ) from None
         env_id = env_id.rpartition(":")[2]
     try:
         return gym.spec(env_id)

@@ -6,7 +6,10 @@ the traceback as well); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -64,6 +67,29 @@ class MissingFileError(RunFileError, FileNotFoundError):
 
 class RunDirectoryInUse(UserError):
     """Another process holds the run directory's lock."""
+
+
+class DiskFullError(UserError):
+    """The filesystem ran out of room while writing ``path`` (nothing half-written replaced a good file:
+    writes are atomic). ``hint``: what to do next (the training loop adds the last good checkpoint)."""
+
+    def __init__(self, path: str | os.PathLike, hint: str | None = None) -> None:
+        self.path = Path(path)
+        message = f"no space left on device while writing {self.path}"
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+# What write(2) reports for a full filesystem or an exhausted quota.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# torch.save reports a failed write through C++ streams, without the errno: these are its messages for it.
+TORCH_WRITE_FAILURES = ("iostream error", "basic_ios", "file write failed", "PytorchStreamWriter failed")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for want of space (an OSError, or torch.save's RuntimeError)."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in TORCH_WRITE_FAILURES)
 
 
 def report(prog: str, exc: UserError) -> int:

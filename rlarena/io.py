@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import RunDirectoryInUse
+from .errors import DiskFullError, RunDirectoryInUse, is_disk_full
 
 TEMP_SUFFIX = ".tmp"
 
@@ -26,19 +26,25 @@ def _file_mode() -> int:
 
 @contextmanager
 def _atomic_target(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``. A write that
+    fails for want of space raises :class:`DiskFullError` naming ``path``, which keeps its old content."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.fchmod(fd, _file_mode())
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        os.fchmod(fd, _file_mode())
+        os.close(fd)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from exc
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -206,8 +206,12 @@ class LabelStore:
         )
         return [LabelRecord(int(i), int(q), c, lb, float(t)) for i, q, c, lb, t in rows]
 
-    def labeled_pairs(self, query_ids: Iterable[int] | None = None) -> list[LabeledPair]:
-        """Every labeled query (skips left out) as pairs with their targets, in labeling order."""
+    def labeled_pairs(
+        self, query_ids: Iterable[int] | None = None, *, undecodable: list[int] | None = None
+    ) -> list[LabeledPair]:
+        """Every labeled query (skips left out) as pairs with their targets, in labeling order. A query that
+        cannot be decoded raises ``UndecodableQuery``; with an ``undecodable`` list its id goes there instead
+        and the query is left out."""
         rows = self._read(
             "SELECT q.id, q.a, q.b, q.env_id, q.meta, q.created, l.choice FROM labels l "
             "JOIN queries q ON q.id = l.query_id WHERE l.choice != 'skip' ORDER BY l.id"
@@ -217,7 +221,13 @@ class LabelStore:
         for row in rows:
             if wanted is not None and int(row[0]) not in wanted:
                 continue
-            q = self._query(row[:6])
+            try:
+                q = self._query(row[:6])
+            except UndecodableQuery as exc:
+                if undecodable is None:
+                    raise
+                undecodable.append(exc.query_id)
+                continue
             out.append(LabeledPair(q.a, q.b, float(CHOICES[row[6]]), query_id=q.id))
         return out
 

@@ -52,7 +52,7 @@ BAD_RUN_INPUT = [
     (["env.random_score=2609.3"], "env.random_score and env.reference_score are both 2609.3"),
     (["env=gym"], "env=gym runs any gymnasium task: name it with env.id=<id>"),
     (["env=gym", "env.id=NoSuchEnv-v5"], "not a registered gymnasium environment"),
-    (["env=gym", "env.id=no_such_module:Env-v0"], "cannot import module 'no_such_module'"),
+    (["env=gym", "env.id=no_such_module:Env-v0"], "the module 'no_such_module' that should"),
     (["hydra.run.dir=/proc/rlarena/run"], "cannot create the run directory /proc/rlarena/run"),
     # Hydra's -r (run) flag: still a single run, still checked before Hydra starts
     (["-r", "algo.num_envs=1.5"], "Value '1.5' of type 'float' could not be converted to Integer"),

@@ -221,3 +221,54 @@ def test_a_query_mixing_a_clip_and_a_text_is_skipped_and_reported(tmp_path, capl
         assert_clear_error(client.get("/api/clip/1/right"), 404, "text")  # its text side has no clip
     warnings = [r for r in caplog.records if r.name == "rlarena.label" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "different units" in warnings[0].getMessage()
+
+
+def _store_with_an_undecodable_query(path: Path) -> None:
+    """Queries 1 and 3 decode; 2 does not (its segment bytes are no npz)."""
+    with LabelStore(path) as store:
+        store.add_queries([(segment(0), segment(1))])
+    with sqlite3.connect(path) as conn:
+        meta, a, b = CORRUPTIONS["segment bytes"]
+        conn.execute(
+            "INSERT INTO queries (created, source, env_id, meta, a, b) VALUES (1.0, 'test', NULL, ?, ?, ?)",
+            (meta, a, b),
+        )
+    conn.close()
+    with LabelStore(path) as store:
+        store.add_queries([(segment(2), segment(3))])
+
+
+def test_a_label_for_an_undecodable_query_is_refused(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    _store_with_an_undecodable_query(path)
+    app = create_app(path, clip_dir=tmp_path / "clips")
+    with TestClient(app, base_url=ORIGIN, raise_server_exceptions=False) as client:
+        assert_clear_error(client.post("/api/label", json={"query_id": 2, "choice": "left"}), 422, "decoded")
+        assert client.post("/api/label", json={"query_id": 3, "choice": "left"}).status_code == 200
+    assert stored_labels(path) == {3: "left"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"query_id": 1, "choice": "left", "choice": "right"}',
+        b'{"query_id": 1, "query_id": 2, "choice": "left"}',
+    ],
+)
+def test_a_label_with_a_duplicate_key_is_refused(client, store_path, body):
+    assert_clear_error(post_label(client, body, JSON), 422, "duplicate")
+    assert stored_labels(store_path) == ALREADY
+
+
+def test_reward_from_labels_skips_undecodable_rows_with_a_count(tmp_path, caplog):
+    from rlarena.bench.reward_model_cli import train_from_labels_file
+
+    path = tmp_path / "labels.sqlite"
+    _store_with_an_undecodable_query(path)
+    with LabelStore(path) as store:  # a label stored for query 2 (before the page refused such labels)
+        for query_id in (1, 2, 3):
+            store.add_label(query_id, "left")
+    with caplog.at_level(logging.WARNING, logger="rlarena"):
+        _, metrics = train_from_labels_file(path, {"epochs": 1, "ensemble_size": 1})
+    assert metrics["pairs"] == 2 and metrics["undecodable_labels"] == 1
+    assert any("1 labeled query" in r.getMessage() and "query 2" in r.getMessage() for r in caplog.records)
