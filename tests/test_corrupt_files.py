@@ -353,7 +353,7 @@ def test_a_module_qualified_env_id_imports_its_module(monkeypatch):
     # As in a fresh process: the module not imported yet, so its environment not registered.
     monkeypatch.delitem(sys.modules, "custom_env_module")
     monkeypatch.delitem(gym.registry, ENV_ID)
-    task = GymTask("invertedpendulum", "InvertedPendulum-v5")
+    task = GymTask("gym", None)  # env=gym env.id=custom_env_module:...
     env_cfg = {"id": f"custom_env_module:{ENV_ID}"}
     task.validate(env_cfg)
     env = task(env_cfg, EnvSettings(num_envs=1))
