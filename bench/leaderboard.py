@@ -12,20 +12,25 @@ probability of improvement.
 Seeds are grouped by variant (``Run.variant``): the algorithm, and for reward-from-preferences runs also the
 inner algorithm and the label budget. When preference runs are present, the labels view sets each budget's
 return beside the inner algorithm trained on the true reward (``LabelsRow``).
+
+Each row names its implementation (``Run.implementation``: rlarena's own code or a peer library's). An
+algorithm whose registered class names a ``counterpart`` (a peer plugin, e.g. ``sb3_ppo`` -> ``ppo``) is
+paired with it: per task both ran and across those tasks, P(rlarena's implementation > the peer's)
+(``VersusRow``). The pairs come from the registry, so no plugin is named here.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import stats
-from .results import PREFERENCE_ALGO, Collection, Run, variant_name
+from .results import DEFAULT_IMPLEMENTATION, PREFERENCE_ALGO, Collection, Run, variant_name
 
 CURVE_POINTS = 101  # resolution of the common grid when runs evaluated at different steps
 
@@ -56,6 +61,7 @@ class EnvRow:
     auc: float
     steps_per_sec: float | None
     ood_score: float | None = None  # text: mean over the seeds that report it (generalization split)
+    implementation: str = DEFAULT_IMPLEMENTATION  # whose code ran (several, comma-separated, if mixed)
 
     @property
     def n_runs(self) -> int:
@@ -88,6 +94,27 @@ class LabelsRow:
 
 
 @dataclass
+class VersusRow:
+    """P(a run of rlarena's ``algo`` beats a run of ``peer``, another library's implementation of the same
+    algorithm) on ``env``, or across the ``n_tasks`` tasks both ran when ``env`` is None."""
+
+    algo: str  # rlarena's algorithm: the peer's registered counterpart
+    peer: str
+    algo_implementation: str
+    peer_implementation: str
+    peer_version: str  # the version(s) its runs recorded; "" if none did
+    env: str | None
+    n_tasks: int
+    algo_runs: int
+    peer_runs: int
+    p: stats.Estimate  # P(algo > peer), ties counted half, with its stratified-bootstrap CI
+
+    @property
+    def across(self) -> bool:
+        return self.env is None
+
+
+@dataclass
 class AggregateRow:
     algo: str
     n_tasks: int
@@ -108,6 +135,7 @@ class Leaderboard:
     profiles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     improvement: dict[tuple[str, str], tuple[stats.Estimate, int]]  # (x, y) -> P(X > Y), shared tasks
     labels: dict[str, list[LabelsRow]]  # env -> labels view; only envs with preference runs, {} if none
+    versus: list[VersusRow]  # rlarena's implementation against each peer's; [] without pairs
     reps: int
     confidence: float
     n_runs: int
@@ -226,6 +254,68 @@ def _labels_view(
     return view
 
 
+def _implementations(group: list[Run]) -> str:
+    return ", ".join(sorted({r.implementation for r in group}))
+
+
+def registered_counterparts(algos: Iterable[str]) -> dict[str, str]:
+    """Algorithm -> the rlarena algorithm it is another implementation of, as its registered class says
+    (``Algorithm.counterpart``). A name nobody registered here (a plugin not installed) has none."""
+    from rlarena.registry import ALGORITHMS
+
+    found: dict[str, str] = {}
+    for algo in sorted(set(algos)):
+        counterpart = getattr(ALGORITHMS.get(algo), "counterpart", None) if algo in ALGORITHMS else None
+        if isinstance(counterpart, str) and counterpart and counterpart != algo:
+            found[algo] = counterpart
+    return found
+
+
+def _versus_row(
+    pair: dict[str, str], env: str | None, n_tasks: int, ours: list[Run], theirs: list[Run], p: stats.Estimate
+) -> VersusRow:
+    return VersusRow(
+        **pair,
+        algo_implementation=_implementations(ours),
+        peer_implementation=_implementations(theirs),
+        env=env,
+        n_tasks=n_tasks,
+        algo_runs=len(ours),
+        peer_runs=len(theirs),
+        p=p,
+    )
+
+
+def _versus_rows(
+    by_group: dict[str, dict[str, list[Run]]],
+    envs: list[str],
+    counterparts: Mapping[str, str],
+    improvement: dict[tuple[str, str], tuple[stats.Estimate, int]],
+    **boot: Any,
+) -> list[VersusRow]:
+    """Each peer against its counterpart: one row per task both have runs on, then (with two tasks or more)
+    the row across them, which is the probability-of-improvement entry of the pair."""
+    rows: list[VersusRow] = []
+    for peer, algo in sorted(counterparts.items(), key=lambda item: (item[1], item[0])):
+        shared = [env for env in envs if by_group[env].get(algo) and by_group[env].get(peer)]
+        if not shared:
+            continue
+        algo_runs = [r for env in shared for r in by_group[env][algo]]
+        peer_runs = [r for env in shared for r in by_group[env][peer]]
+        versions = sorted({r.implementation_version for r in peer_runs if r.implementation_version})
+        pair = dict(algo=algo, peer=peer, peer_version=", ".join(versions))
+        for env in shared:
+            ours, theirs = by_group[env][algo], by_group[env][peer]
+            p = stats.probability_of_improvement(
+                [[r.final_return for r in ours]], [[r.final_return for r in theirs]], **boot
+            )
+            rows.append(_versus_row(pair, env, 1, ours, theirs, p))
+        if len(shared) > 1:  # one task: the across row would repeat it
+            estimate, n_tasks = improvement[(algo, peer)]
+            rows.append(_versus_row(pair, None, n_tasks, algo_runs, peer_runs, estimate))
+    return rows
+
+
 def build_leaderboard(
     collection: Collection,
     *,
@@ -233,8 +323,10 @@ def build_leaderboard(
     confidence: float = stats.DEFAULT_CONFIDENCE,
     seed: int = 0,
     reference: dict[str, tuple[float, float]] | None = None,
+    counterparts: Mapping[str, str] | None = None,
 ) -> Leaderboard:
-    """All tables and curves of the report. Deterministic for a given ``seed``."""
+    """All tables and curves of the report. Deterministic for a given ``seed``. ``counterparts``: peer
+    algorithm -> rlarena's algorithm it implements; by default what the registry's classes say."""
     boot = dict(reps=reps, confidence=confidence, seed=seed)
     runs = collection.runs
     envs = sorted({r.env for r in runs})
@@ -272,6 +364,7 @@ def build_leaderboard(
                     auc=float(np.mean([r.auc for r in group])),
                     steps_per_sec=_optional_mean(r.steps_per_sec for r in group),
                     ood_score=_optional_mean(r.ood_score for r in group),
+                    implementation=_implementations(group),
                 )
             )
             curves[env][algo] = _mean_curve(group, **boot)
@@ -319,6 +412,12 @@ def build_leaderboard(
             improvement[(x, y)] = (stats.probability_of_improvement(xs, ys, **boot), len(shared))
 
     labels = _labels_view(by_group, rows, collection.warnings, **boot)
+    if counterparts is None:
+        counterparts = registered_counterparts(r.algo for r in runs)
+    # Only plain variants pair: a peer's runs under its own name against rlarena's under the counterpart's.
+    plain = {r.variant for r in runs if r.variant == r.algo}
+    pairs = {peer: algo for peer, algo in counterparts.items() if peer in plain and algo in plain}
+    versus = _versus_rows(by_group, envs, pairs, improvement, **boot)
 
     return Leaderboard(
         envs=envs,
@@ -332,6 +431,7 @@ def build_leaderboard(
         profiles=profiles,
         improvement=improvement,
         labels=labels,
+        versus=versus,
         reps=reps,
         confidence=confidence,
         n_runs=len(runs),

@@ -25,6 +25,8 @@ from .tables import (
     LABELS_HEADER,
     LABELS_TITLE,
     TRUE_REWARD,
+    VERSUS_HEADER,
+    VERSUS_TITLE,
     aggregate_table_rows,
     env_header,
     env_table_rows,
@@ -34,6 +36,8 @@ from .tables import (
     labels_table_rows,
     methodology,
     reused_note,
+    versus_intro,
+    versus_table_rows,
 )
 
 
@@ -271,6 +275,7 @@ def render_html(
     ]
     nav = ['<a href="#aggregate">across environments</a>'] if lb.aggregate or lb.improvement else []
     # Anchors are numbered: names are data and stay out of attributes.
+    nav += ['<a href="#versus">rlarena vs peer</a>'] if lb.versus else []
     nav += [f'<a href="#env-{i}">{_e(env)}</a>' for i, env in enumerate(lb.envs)]
     nav += ['<a href="#labels">preference labels</a>'] if lb.labels else []
     nav += [f'<a href="#{_e(anchor)}">{_e(text)}</a>' for anchor, text, _ in extra_sections]
@@ -300,6 +305,14 @@ def render_html(
             if len(lb.algos) > 1:
                 parts.append(_img(improvement_png(lb), "probability of improvement between algorithm pairs"))
         parts.append("</section>")
+
+    if lb.versus:
+        parts += [
+            f'<section id="versus"><h2>{_e(VERSUS_TITLE)}</h2>',
+            f"<p>{_e(versus_intro())}</p>",
+            _table(VERSUS_HEADER, versus_table_rows(lb, escape=_identity)),
+            "</section>",
+        ]
 
     for i, env in enumerate(lb.envs):
         parts += [

@@ -419,6 +419,9 @@ VARYING_KEYS = {"seed", *NON_SEMANTIC_KEYS}
 PREFERENCE_ALGO = "preference"
 
 
+# The implementation of a run whose summary.json does not name one (written before it recorded it).
+DEFAULT_IMPLEMENTATION = "rlarena"
+
 # The suffix of a run trained on a learned reward model (``env.reward: rm``, text envs) rather than the
 # environment's own reward: "ppo" and "ppo [RM reward]" are different experiments, never pooled.
 RM_REWARD_SUFFIX = " [RM reward]"
@@ -484,6 +487,10 @@ class Run:
     # Text runs: the final evaluation's score on the generalization split (summary eval_ood_score).
     ood_score: float | None = None
     reward: str | None = None  # env.reward from config.yaml (text envs: "oracle" or "rm")
+    # Whose code ran (summary.json's implementation, e.g. "stable-baselines3" for a peer plugin, and its
+    # version); runs written before summary.json recorded it are rlarena's own.
+    implementation: str = DEFAULT_IMPLEMENTATION
+    implementation_version: str | None = None
 
     @property
     def variant(self) -> str:
@@ -701,6 +708,8 @@ def load_run(path: str | os.PathLike) -> Run:
         reference_score=_field(summary, "reference_score", "number", required=False),
         ood_score=_field(summary, "eval_ood_score", "number", required=False),
         code_path=_field(summary, "code_path", "str", required=False),
+        implementation=_field(summary, "implementation", "str", required=False) or DEFAULT_IMPLEMENTATION,
+        implementation_version=_field(summary, "implementation_version", "str", required=False),
     )
     config = _read_config(path)
     env_config = config.get("env") if config else None

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import stats
-from .leaderboard import LabelsRow, Leaderboard
+from .leaderboard import LabelsRow, Leaderboard, VersusRow
 from .results import Collection, Run
 
 # ------------------------------------------------------------------------------------------- Markdown
@@ -71,6 +71,7 @@ def env_title(lb: Leaderboard, env: str) -> str:
 ENV_HEADER = [
     "Rank",
     "Algorithm",
+    "Implementation",
     "Seeds",
     "Final return (mean ± std)",
     "IQM [95% CI]",
@@ -102,6 +103,7 @@ def env_table_rows(lb: Leaderboard, env: str, escape=md_escape) -> list[list[str
         [
             str(rank),
             escape(row.algo),
+            escape(row.implementation),
             str(row.n_runs),
             f"{fmt(row.mean)} ± {fmt(row.std)}",
             fmt_ci(row.iqm),
@@ -186,6 +188,42 @@ def improvement_matrix(lb: Leaderboard, escape=md_escape) -> tuple[list[str], li
     return header, rows
 
 
+VERSUS_TITLE = "rlarena vs peer"
+VERSUS_HEADER = ["Algorithm", "Peer", "Implementations", "Task", "Runs", "P(rlarena > peer) [95% CI]"]
+
+
+def versus_intro() -> str:
+    return (
+        "Each peer plugin (another library's implementation, run under rlarena's protocol) against the "
+        "rlarena algorithm its registered class names as its counterpart: the probability that a run of "
+        "rlarena's implementation beats a run of the peer's (final evaluation return; ties count half), per "
+        "task both ran and across those tasks. Above 0.5: rlarena's is better."
+    )
+
+
+def versus_task(lb: Leaderboard, row: VersusRow) -> str:
+    return env_title(lb, row.env) if row.env is not None else f"across {row.n_tasks} tasks"
+
+
+def versus_implementations(row: VersusRow) -> str:
+    peer = f"{row.peer_implementation} {row.peer_version}" if row.peer_version else row.peer_implementation
+    return f"{row.algo_implementation} vs {peer}"
+
+
+def versus_table_rows(lb: Leaderboard, escape=md_escape) -> list[list[str]]:
+    return [
+        [
+            escape(row.algo),
+            escape(row.peer),
+            escape(versus_implementations(row)),
+            escape(versus_task(lb, row)),
+            f"{row.algo_runs} vs {row.peer_runs}",
+            fmt_ci(row.p),
+        ]
+        for row in lb.versus
+    ]
+
+
 def methodology(lb: Leaderboard) -> list[str]:
     pct = f"{lb.confidence:.0%}"
     notes = [
@@ -209,6 +247,13 @@ def methodology(lb: Leaderboard) -> list[str]:
         if lb.labels
         else []
     )
+    if lb.versus:
+        notes.append(
+            f"{VERSUS_TITLE}: P(rlarena > peer) is the probability of improvement above, restricted to an "
+            "algorithm and the peer plugin that implements it (its registered counterpart), per task with "
+            f"a {pct} bootstrap interval over the seeds of each side, and across the tasks both ran (shown "
+            "from two tasks on)."
+        )
     if any(has_ood(lb, env) for env in lb.envs):
         notes.append(
             f"{OOD_HEADER} (text): the mean over seeds of the final evaluation's task score on the "
@@ -246,6 +291,9 @@ def to_markdown(lb: Leaderboard, collection: Collection, extra_sections: Sequenc
     if lb.improvement:
         header, rows = improvement_matrix(lb)
         out += ["### Probability of improvement", "", _md_table(header, rows), ""]
+    if lb.versus:
+        out += [f"## {VERSUS_TITLE}", "", md_escape(versus_intro()), ""]
+        out += [_md_table(VERSUS_HEADER, versus_table_rows(lb)), ""]
     for env in lb.envs:
         out += [
             f"## {md_escape(env_title(lb, env))}",
@@ -306,6 +354,8 @@ def _run_row(run: Run, normalization: dict[str, tuple[float, float]], ood: bool 
     return [
         str(run.path),
         run.algo,
+        run.implementation,
+        run.implementation_version,
         run.env,
         run.seed,
         run.total_steps,
@@ -350,6 +400,7 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
         "env",
         "env_id",
         "algo",
+        "implementation",
         "rank",
         "n_seeds",
         "seeds",
@@ -373,6 +424,7 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
             row.env,
             row.env_id,
             row.algo,
+            row.implementation,
             rank,
             row.n_runs,
             " ".join(map(str, row.seeds)),
@@ -399,6 +451,8 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
     runs_header = [
         "path",
         "algo",
+        "implementation",
+        "implementation_version",
         "env",
         "seed",
         "total_steps",
@@ -429,7 +483,46 @@ def to_csv(lb: Leaderboard, collection: Collection) -> dict[str, str]:
     }
     if lb.labels:  # only with preference runs, like the Markdown section
         files["labels.csv"] = _csv(LABELS_CSV_HEADER, labels_csv_rows(lb))
+    if lb.versus:  # only with a peer and its counterpart on a common task
+        files["implementations.csv"] = _csv(VERSUS_CSV_HEADER, versus_csv_rows(lb))
     return files
+
+
+VERSUS_CSV_HEADER = [
+    "algo",
+    "algo_implementation",
+    "peer",
+    "peer_implementation",
+    "peer_version",
+    "scope",
+    "env",
+    "n_tasks",
+    "algo_runs",
+    "peer_runs",
+    "p_algo_better",
+    "low",
+    "high",
+]
+
+
+def versus_csv_rows(lb: Leaderboard) -> list[list[Any]]:
+    """One row per rlarena-vs-peer row; ``scope`` is "task" (``env`` names it) or "across" (``env`` empty)."""
+    return [
+        [
+            row.algo,
+            row.algo_implementation,
+            row.peer,
+            row.peer_implementation,
+            row.peer_version,
+            "across" if row.across else "task",
+            row.env,
+            row.n_tasks,
+            row.algo_runs,
+            row.peer_runs,
+            *_ci_cells(row.p),
+        ]
+        for row in lb.versus
+    ]
 
 
 def labels_csv_rows(lb: Leaderboard) -> list[list[Any]]:

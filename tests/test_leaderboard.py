@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from rlarena.bench.leaderboard import build_leaderboard
+from rlarena.bench import stats
+from rlarena.bench.leaderboard import build_leaderboard, registered_counterparts
 from rlarena.bench.leaderboard_cli import main, parse_reference
 from rlarena.bench.results import REUSED, collect_runs
 from rlarena.bench.tables import to_markdown
@@ -42,8 +43,10 @@ def write_run(
     *,
     scores: tuple[float | None, float | None] = (0.0, 100.0),
     config_hash: str | None = None,
+    implementation: tuple[str, str] | None = None,
 ) -> Path:
-    """A run directory as `rlarena train` writes it; the eval curve is 0 -> final/2 -> final."""
+    """A run directory as `rlarena train` writes it; the eval curve is 0 -> final/2 -> final. Without
+    ``implementation`` (name, version) its summary.json is one written before it recorded whose code ran."""
     path.mkdir(parents=True)
     (path / ".hydra").mkdir()
     records = [
@@ -77,6 +80,8 @@ def write_run(
         "random_score": scores[0],
         "reference_score": scores[1],
     }
+    if implementation is not None:
+        summary["implementation"], summary["implementation_version"] = implementation
     (path / "summary.json").write_text(json.dumps(summary))
     (path / "config.yaml").write_text(f"env:\n  name: {env}\n")
     return path
@@ -186,7 +191,7 @@ def test_main_writes_markdown_csv_and_html(report):
         "report.html",
     }
     assert stdout.strip() == (out / "leaderboard.md").read_text().strip()
-    assert "| 1 | ppo | 3 | 1000.0 ± 100.0 |" in stdout
+    assert "| 1 | ppo | rlarena | 3 | 1000.0 ± 100.0 |" in stdout
     assert "## Skipped (7)" in stdout
     rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
     assert len(rows) == 4 and {r["algo"] for r in rows} == {"ppo", "a2c"}
@@ -483,6 +488,151 @@ def test_text_runs_show_their_generalization_split_score(tmp_path, report):
     assert "OOD score" not in stdout and "ood_score" not in (plain / "runs.csv").read_text().splitlines()[0]
 
 
+# ------------------------------------------------------------------ implementations: rlarena vs peer
+
+SB3 = ("stable-baselines3", "2.9.2")
+# (env, algo) -> final returns of seeds 0, 1, 2; ppo's are SCORES'. sb3_ppo implements ppo (its registered
+# counterpart); sb3_a2c and a2c never share a task and trpo never ran, so neither pairs.
+PEER_SCORES = {
+    ("hopper", "ppo"): [900.0, 1000.0, 1100.0],
+    ("hopper", "sb3_ppo"): [950.0, 1050.0, 800.0],
+    ("walker", "ppo"): [90.0, 100.0, 95.0],
+    ("walker", "sb3_ppo"): [100.0, 80.0, 120.0],
+    ("hopper", "a2c"): [300.0, 500.0, 400.0],
+    ("walker", "sb3_a2c"): [50.0, 60.0, 55.0],
+    ("hopper", "sb3_trpo"): [700.0, 800.0, 900.0],
+}
+# By hand, pairs (ppo run, sb3_ppo run) won over 9, ties half. Hopper: 900 beats 800; 1000 beats 950 and
+# 800; 1100 beats all three: 6/9. Walker: 90 beats 80; 100 ties 100 and beats 80; 95 beats 80: 3.5/9.
+P_HOPPER, P_WALKER = 6 / 9, 3.5 / 9
+P_ACROSS = (P_HOPPER + P_WALKER) / 2  # the mean over the two tasks
+
+
+@pytest.fixture(scope="module")
+def peer_sweep(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("peer_runs")
+    for (env, algo), finals in PEER_SCORES.items():
+        peer = algo.startswith("sb3_")
+        for seed, final in enumerate(finals):
+            write_run(
+                root / f"{algo}_{env}_s{seed}",
+                algo,
+                env,
+                seed,
+                final,
+                scores=ENVS[env],
+                implementation=SB3 if peer else None,  # rlarena's runs: written before the key existed
+            )
+    return root
+
+
+def test_implementation_column_defaults_to_rlarena(peer_sweep, tmp_path):
+    lb = build_leaderboard(collect_runs([peer_sweep], progress=False), reps=int(REPS))
+    assert {(row.algo, row.implementation) for row in lb.rows["hopper"]} == {
+        ("ppo", "rlarena"),
+        ("sb3_ppo", "stable-baselines3"),
+        ("a2c", "rlarena"),
+        ("sb3_trpo", "stable-baselines3"),
+    }
+    out = tmp_path / "out"
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        assert main([str(peer_sweep), "--out", str(out), "--reps", REPS, "--no-progress"]) == 0
+    hopper = (out / "leaderboard.md").read_text().split("## hopper (Hopper-v5)", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in hopper.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:4] == ["Rank", "Algorithm", "Implementation", "Seeds"]
+    cells = {c[1]: c[2] for c in ([c.strip() for c in line.strip("|").split("|")] for line in lines[1:])}
+    assert cells == {
+        "ppo": "rlarena",
+        "sb3_ppo": "stable-baselines3",
+        "a2c": "rlarena",
+        "sb3_trpo": "stable-baselines3",
+    }
+    runs = list(csv.DictReader(io.StringIO((out / "runs.csv").read_text())))
+    assert {(r["algo"], r["implementation"], r["implementation_version"]) for r in runs} == {
+        ("ppo", "rlarena", ""),
+        ("a2c", "rlarena", ""),
+        ("sb3_ppo", *SB3),
+        ("sb3_a2c", *SB3),
+        ("sb3_trpo", *SB3),
+    }
+    rows = list(csv.DictReader(io.StringIO((out / "leaderboard.csv").read_text())))
+    assert {(r["algo"], r["implementation"]) for r in rows if r["env"] == "walker"} == {
+        ("ppo", "rlarena"),
+        ("sb3_ppo", "stable-baselines3"),
+        ("sb3_a2c", "stable-baselines3"),
+    }
+    assert "<th>Implementation</th>" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_rlarena_vs_peer_pairs_through_the_registry(peer_sweep):
+    # sb3_ppo's registered class names ppo as its counterpart; a name nobody registered has none.
+    assert registered_counterparts(["ppo", "sb3_ppo", "a2c", "no_such_algo"]) == {"sb3_ppo": "ppo"}
+    lb = build_leaderboard(collect_runs([peer_sweep], progress=False), reps=int(REPS))
+    assert [(r.algo, r.peer, r.env, r.n_tasks, r.algo_runs, r.peer_runs) for r in lb.versus] == [
+        ("ppo", "sb3_ppo", "hopper", 1, 3, 3),
+        ("ppo", "sb3_ppo", "walker", 1, 3, 3),
+        ("ppo", "sb3_ppo", None, 2, 6, 6),
+    ]
+    for row, expected in zip(lb.versus, (P_HOPPER, P_WALKER, P_ACROSS)):
+        assert row.p.value == pytest.approx(expected)
+        assert 0.0 <= row.p.low < row.p.value < row.p.high <= 1.0  # a bootstrap over 3 distinct seeds a side
+        assert (row.algo_implementation, row.peer_implementation, row.peer_version) == ("rlarena", *SB3)
+    # The across row is the pair's entry of the probability-of-improvement matrix (one bootstrap, not two).
+    assert lb.versus[-1].p == lb.improvement[("ppo", "sb3_ppo")][0]
+    # The per-task interval is probability_of_improvement's over that one task, with the leaderboard's seed.
+    ours, theirs = PEER_SCORES[("hopper", "ppo")], PEER_SCORES[("hopper", "sb3_ppo")]
+    assert lb.versus[0].p == stats.probability_of_improvement([ours], [theirs], reps=int(REPS))
+    # Explicit counterparts replace the registry's; a pair without a shared task has no row.
+    lb = build_leaderboard(
+        collect_runs([peer_sweep], progress=False), reps=int(REPS), counterparts={"sb3_a2c": "a2c"}
+    )
+    assert lb.versus == []
+
+
+def test_rlarena_vs_peer_in_markdown_csv_and_html(peer_sweep, tmp_path, report):
+    out = tmp_path / "out"
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        assert main([str(peer_sweep), "--out", str(out), "--reps", REPS, "--no-progress"]) == 0
+    markdown = (out / "leaderboard.md").read_text()
+    section = markdown.split("## rlarena vs peer", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| Algorithm | Peer | Implementations | Task | Runs | P(rlarena > peer) [95% CI] |"
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+    assert [c[:5] for c in cells] == [
+        ["ppo", "sb3_ppo", "rlarena vs stable-baselines3 2.9.2", "hopper (Hopper-v5)", "3 vs 3"],
+        ["ppo", "sb3_ppo", "rlarena vs stable-baselines3 2.9.2", "walker (Walker-v5)", "3 vs 3"],
+        [
+            "ppo",
+            "sb3_ppo",
+            "rlarena vs stable-baselines3 2.9.2",
+            "across 2 tasks",
+            "6 vs 6",
+        ],
+    ]
+    assert [c[5].split(" [")[0] for c in cells] == ["0.667", "0.389", "0.528"]
+
+    rows = list(csv.DictReader(io.StringIO((out / "implementations.csv").read_text())))
+    assert [(r["scope"], r["env"], r["n_tasks"], r["algo"], r["peer"]) for r in rows] == [
+        ("task", "hopper", "1", "ppo", "sb3_ppo"),
+        ("task", "walker", "1", "ppo", "sb3_ppo"),
+        ("across", "", "2", "ppo", "sb3_ppo"),
+    ]
+    assert [float(r["p_algo_better"]) for r in rows] == pytest.approx([P_HOPPER, P_WALKER, P_ACROSS])
+    assert all(float(r["low"]) < float(r["p_algo_better"]) < float(r["high"]) for r in rows)
+
+    page_text = (out / "report.html").read_text(encoding="utf-8")
+    assert '<section id="versus">' in page_text and "<td>across 2 tasks</td>" in page_text
+    # Without a peer and its counterpart: no such section or file.
+    _, stdout, plain = report
+    assert "rlarena vs peer" not in stdout and not (plain / "implementations.csv").exists()
+    assert 'id="versus"' not in (plain / "report.html").read_text(encoding="utf-8")
+
+
 def test_parse_reference(tmp_path):
     spec = tmp_path / "ref.yaml"
     spec.write_text(
@@ -524,7 +674,7 @@ def _sweep_then_leaderboard(cli, tmp_path: Path, tiny: list[str], launcher: str)
     assert len(summaries) == 2, sorted(p.relative_to(sweep_dir) for p in sweep_dir.rglob("*"))
     out = tmp_path / "leaderboard"
     proc = cli("leaderboard", str(sweep_dir), "--out", str(out), "--reps", REPS, cwd=tmp_path)
-    assert "| 1 | ppo | 2 |" in proc.stdout
+    assert "| 1 | ppo | rlarena | 2 |" in proc.stdout
     rows = list(csv.DictReader(io.StringIO((out / "runs.csv").read_text())))
     assert sorted(int(r["seed"]) for r in rows) == [0, 1]
     assert _parse((out / "report.html").read_text(encoding="utf-8")).images
