@@ -146,8 +146,9 @@ class TRPO(Algorithm):
 
         fvp = self.fisher_vector_product(mb, old)
         direction = conjugate_gradient(fvp, g, cfg.cg_iters)
+        # The quadratic model of the KL at a step a*d is a^2 * shs: the full step puts it at max_kl.
         shs = 0.5 * (direction @ fvp(direction))
-        full_step = torch.sqrt(2 * cfg.max_kl / shs.clamp_min(1e-12)) * direction
+        full_step = torch.sqrt(cfg.max_kl / shs.clamp_min(1e-12)) * direction
 
         old_params = parameters_to_vector(self.actor_params).detach().clone()
         accepted, kl_after, surrogate_after, fraction = False, 0.0, surrogate_before.item(), 0.0

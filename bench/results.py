@@ -81,17 +81,20 @@ class RunDirectory:
     def write_config(self, yaml_text: str) -> None:
         atomic_write_text(self.path / CONFIG, yaml_text)
 
-    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        record = {"kind": kind, "step": int(step), **_jsonable(values)}
-        try:
-            self._metrics.write(json.dumps(record, sort_keys=True) + "\n")
-            self._metrics.flush()
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            self._disk_full = True  # a torn last line at most, which a resume drops
-            raise DiskFullError(self.path / METRICS) from exc
-        if self._tb is not None:
+    def log(
+        self, kind: str, step: int, values: dict[str, Any], to_file: bool = True, to_tensorboard: bool = True
+    ) -> None:
+        if to_file:
+            record = {"kind": kind, "step": int(step), **_jsonable(values)}
+            try:
+                self._metrics.write(json.dumps(record, sort_keys=True) + "\n")
+                self._metrics.flush()
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self._disk_full = True  # a torn last line at most, which a resume drops
+                raise DiskFullError(self.path / METRICS) from exc
+        if self._tb is not None and to_tensorboard:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
@@ -408,6 +411,7 @@ NON_SEMANTIC_KEYS = (
     "tensorboard",
     "checkpoint",
     "video",
+    "metrics",
 )
 # Config keys that legitimately differ between the seeds of one experiment, or only change how a run is
 # watched: left out when the leaderboard compares the configs of pooled runs.

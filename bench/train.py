@@ -109,6 +109,8 @@ def validate_run_config(cfg: DictConfig) -> None:
     _check_int("eval.every_steps", cfg.eval.every_steps, 0, note=" (0 = only at the end)")
     _check_int("checkpoint.every_steps", cfg.checkpoint.every_steps, 0, note=" (0 = only at the end)")
     _check_int("torch_threads", cfg.torch_threads, 1)
+    if OmegaConf.select(cfg, "metrics.train_rows", default=None) is not None:  # runs made before it lack it
+        _check_int("metrics.train_rows", cfg.metrics.train_rows, 1)
     video = cfg.get("video")
     if video is not None:
         for key in ("video.width", "video.height"):
@@ -241,7 +243,12 @@ def _mean(xs: list[float]) -> float:
 
 
 def _checkpoint_state(
-    built: Built, step: int, iteration: int, recent: list[float], cfg: DictConfig | None = None
+    built: Built,
+    step: int,
+    iteration: int,
+    recent: list[float],
+    cfg: DictConfig | None = None,
+    pending_rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``checkpoint.pt`` holds; with the run's ``cfg``, which run it belongs to (``run``: a resume or an
     evaluation refuses another run's checkpoint)."""
@@ -250,6 +257,7 @@ def _checkpoint_state(
         "step": step,
         "iteration": iteration,
         "recent_returns": list(recent),  # the training-episode window: a resume logs and reports the same
+        "pending_train_rows": list(pending_rows or []),  # updates of a train row not yet written
         "algo_config": OmegaConf.to_container(OmegaConf.structured(built.algo_cfg)),
         "policy": built.policy.state_dict(),
         "algorithm": built.algo.state_dict(),
@@ -257,6 +265,39 @@ def _checkpoint_state(
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": _numpy_rng_state(),
     }
+
+
+# Figures of the training loop itself (and the learning rate of the moment): a train row gives the latest.
+LATEST_IN_ROW = ("episode_return_mean", "steps_per_sec", "time_s", "learning_rate")
+
+
+class TrainRows:
+    """The training rows of ``metrics.jsonl`` at a bounded rate: one row per ``every`` updates, the mean of
+    each metric over them (the loop's own figures as of the last), with ``updates``: how many it averages.
+    The updates not yet written (``pending``) go into every checkpoint, so a resumed run writes the same
+    rows. TensorBoard gets every update."""
+
+    def __init__(self, run: RunDirectory, every: int, pending: list[dict[str, Any]] | None = None) -> None:
+        self.run, self.every = run, max(int(every), 1)
+        self.pending: list[dict[str, Any]] = list(pending or [])
+
+    def add(self, step: int, metrics: dict[str, Any], write: bool) -> None:
+        self.run.log("train", step, metrics, to_file=False)
+        self.pending.append({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        if write:
+            self.run.log("train", step, self._row(), to_tensorboard=False)
+            self.pending = []
+
+    def _row(self) -> dict[str, Any]:
+        if len(self.pending) == 1:
+            return self.pending[0]
+        keys = dict.fromkeys(k for update in self.pending for k in update)
+        row: dict[str, Any] = {}
+        for key in keys:
+            values = [update[key] for update in self.pending if key in update]
+            row[key] = values[-1] if key in LATEST_IN_ROW else float(np.mean(values))
+        row["updates"] = len(self.pending)
+        return row
 
 
 def _numpy_rng_state() -> dict[str, Any]:
@@ -333,7 +374,8 @@ def run_training(
                 run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
                 first_iter = 0 if resume is None else int(resume["iteration"])
                 recent = [] if resume is None else [float(r) for r in resume.get("recent_returns", [])]
-                return _train(cfg, built, run, start_step, first_iter, recent)
+                pending = None if resume is None else resume.get("pending_train_rows")
+                return _train(cfg, built, run, start_step, first_iter, recent, pending)
             except DiskFullError as exc:  # the message says which checkpoint is on disk to resume from
                 raise _record_disk_full(path, DiskFullError(exc.path, run.disk_full_hint())) from None
             except Exception as exc:
@@ -376,7 +418,13 @@ def prepare_fresh_run_directory(path: Path, cfg_hash: str, force: bool) -> None:
 
 
 def _train(
-    cfg: DictConfig, built: Built, run: RunDirectory, start_step: int, first_iter: int, recent: list[float]
+    cfg: DictConfig,
+    built: Built,
+    run: RunDirectory,
+    start_step: int,
+    first_iter: int,
+    recent: list[float],
+    pending: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     env, policy, algo = built.env, built.policy, built.algo
     steps_per_iter = algo.rollout_length * env.num_envs
@@ -397,6 +445,8 @@ def _train(
     bar = Progress(
         num_iters * steps_per_iter, step, f"{cfg.algo.name} {cfg.env.name} s{cfg.seed}", bool(cfg.progress)
     )
+    rows_cap = OmegaConf.select(cfg, "metrics.train_rows", default=None)  # absent: a run made before it
+    rows = TrainRows(run, 1 if rows_cap is None else math.ceil(num_iters / rows_cap), pending)
     for iteration in range(first_iter, num_iters):
         algo.set_progress(step / (num_iters * steps_per_iter))
         batch = env.collect(policy, algo.rollout_length)
@@ -412,10 +462,10 @@ def _train(
         for key, value in batch.info.items():  # scalar statistics an environment chooses to report
             if key.startswith("stat/"):
                 metrics[key[5:]] = float(value)
-        run.log("train", step, metrics)
+        last = iteration == num_iters - 1
+        rows.add(step, metrics, write=last or (iteration + 1) % rows.every == 0)
         bar.update(steps_per_iter, metrics["episode_return_mean"], metrics["steps_per_sec"])
 
-        last = iteration == num_iters - 1
         if eval_every and not last and (step // eval_every) > ((step - steps_per_iter) // eval_every):
             t0 = time.perf_counter()
             result = env.evaluate(policy, cfg.eval.episodes, deterministic=cfg.eval.deterministic)
@@ -423,7 +473,7 @@ def _train(
             _maybe_clip(cfg, env, policy, run, step)
             eval_time += time.perf_counter() - t0
         if ckpt_every and not last and (step // ckpt_every) > ((step - steps_per_iter) // ckpt_every):
-            run.save_checkpoint(_checkpoint_state(built, step, iteration + 1, recent, cfg))
+            run.save_checkpoint(_checkpoint_state(built, step, iteration + 1, recent, cfg, rows.pending))
     bar.close()
     wall = time.perf_counter() - start
     train_time = wall - eval_time

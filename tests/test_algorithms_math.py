@@ -11,6 +11,7 @@ import torch
 from op_inputs import policy_batch
 from torch import nn
 from torch.distributions import Categorical
+from torch.nn.utils import parameters_to_vector
 
 from rlarena.algorithms.a2c import A2C, A2CConfig
 from rlarena.algorithms.base import PolicyConfig
@@ -160,6 +161,26 @@ def test_trpo_step_respects_trust_region_and_improves_surrogate(max_kl):
             old.evaluate(mb.obs, mb.actions).dist, policy.evaluate(mb.obs, mb.actions).dist
         )
     assert kl.mean().item() <= max_kl * (1 + 1e-5)
+
+
+def test_trpo_full_step_puts_the_quadratic_kl_model_at_max_kl():
+    """The step's quadratic KL model, 0.5 s (F + damping) s, equals max_kl when the line search takes the
+    whole step (Schulman et al. 2015, appendix C; sb3-contrib, Spinning Up): not twice it."""
+    policy = _gaussian_policy()
+    batch = _random_batch(policy, T=64, N=2, seed=5)
+    max_kl = 1e-5  # small: the quadratic model is close, so the whole step is taken
+    algo = TRPO(TRPOConfig(max_kl=max_kl, vf_epochs=0), policy)
+    before = parameters_to_vector(algo.actor_params).detach().clone()
+    from rlarena.algorithms.base import compute_advantages
+
+    mb = compute_advantages(batch, 0.99, 0.95).as_minibatch()
+    with torch.no_grad():
+        old = policy.evaluate(mb.obs, mb.actions)
+    fvp = algo.fisher_vector_product(mb, old)
+    metrics = algo.update(batch)
+    assert metrics["line_search_accepted"] == 1.0 and metrics["step_fraction"] == 1.0
+    step = parameters_to_vector(algo.actor_params).detach() - before
+    assert 0.5 * (step @ fvp(step)).item() == pytest.approx(max_kl, rel=1e-3)
 
 
 def test_trpo_rejected_line_search_leaves_parameters_unchanged():
