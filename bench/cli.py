@@ -171,6 +171,11 @@ def list_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    # A log file that cannot be written (a full disk) must not print tracebacks of its own over the one
+    # message the command ends with (logging's production setting).
+    logging.raiseExceptions = False
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

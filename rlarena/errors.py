@@ -79,17 +79,14 @@ class DiskFullError(UserError):
         super().__init__(f"{message}; {hint}" if hint else message)
 
 
-# What write(2) reports for a full filesystem or an exhausted quota.
+# What write(2) reports for a full filesystem or an exhausted quota (torch.save's failures, which carry no
+# errno, are turned into ENOSPC by rlarena.io.atomic_torch_save when the filesystem has no room left).
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# torch.save reports a failed write through C++ streams, without the errno: these are its messages for it.
-TORCH_WRITE_FAILURES = ("iostream error", "basic_ios", "file write failed", "PytorchStreamWriter failed")
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is a write that failed for want of space (an OSError, or torch.save's RuntimeError)."""
-    if isinstance(exc, OSError):
-        return exc.errno in DISK_FULL_ERRNOS
-    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in TORCH_WRITE_FAILURES)
+    """Whether ``exc`` is a write that failed for want of space."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 def report(prog: str, exc: UserError) -> int:

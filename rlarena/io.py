@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -39,7 +40,7 @@ def _atomic_target(path: str | os.PathLike) -> Iterator[str]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
+    except OSError as exc:
         if is_disk_full(exc):
             raise DiskFullError(path) from exc
         raise
@@ -66,7 +67,26 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch  # lazily: readers of JSON results (the leaderboard) should not pay for torch
 
     with _atomic_target(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            # torch's C++ writer reports a full filesystem in several wordings ("unexpected pos ...",
+            # "iostream error", ...) and never with the errno: the room left, read while the partial file
+            # still holds its space, tells.
+            if _no_room_left(Path(tmp).parent):
+                raise OSError(errno.ENOSPC, f"No space left on device ({exc})", str(path)) from exc
+            raise
+
+
+NO_ROOM_BYTES = 1 << 20  # less than this free after a failed write: the filesystem is full
+
+
+def _no_room_left(folder: Path) -> bool:
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < NO_ROOM_BYTES
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: str = "cpu") -> Any:

@@ -224,15 +224,19 @@ def _no_temp_files(run_dir: Path) -> bool:
     return not list(run_dir.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        "basic_ios::clear: iostream error",
-        "PytorchStreamWriter failed writing file data/0: file write failed",
-    ],
-    ids=["basic_ios", "stream writer"],
-)
+# torch.save's errors for a write that ran out of room (the last one: a real 300 KB tmpfs, 2026-12-08)
+TORCH_FULL_DISK_ERRORS = [
+    "basic_ios::clear: iostream error",
+    "PytorchStreamWriter failed writing file data/0: file write failed",
+    "[enforce fail at inline_container.cc:672] . unexpected pos 75712 vs 75604",
+]
+
+
+@pytest.mark.parametrize("error", TORCH_FULL_DISK_ERRORS, ids=["basic_ios", "writer", "unexpected pos"])
 def test_a_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, error):
+    from rlarena import io
+
+    monkeypatch.setattr(io, "_no_room_left", lambda folder: True)  # torch says it in words, the room tells
     real_save = torch.save
     calls = []
 
@@ -253,6 +257,19 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path
     assert json.loads((run_dir / FAILED).read_text())["error"] == str(info.value)
     monkeypatch.setattr(torch, "save", real_save)
     assert resume_training(run_dir)["steps_done"] == 256  # space freed: the run goes on from step 128
+
+
+def test_a_failed_checkpoint_write_with_room_left_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    from rlarena import io
+
+    def save(obj: Any, path: Any) -> None:
+        raise RuntimeError(TORCH_FULL_DISK_ERRORS[0])
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(io, "_no_room_left", lambda folder: False)
+    with pytest.raises(RuntimeError, match="iostream error"):
+        io.atomic_torch_save(tmp_path / "x.pt", {})
+    assert not any(tmp_path.iterdir())  # no temporary file left
 
 
 def test_a_full_disk_while_logging_metrics_is_resumable(trained, tmp_path, monkeypatch):
