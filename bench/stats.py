@@ -151,11 +151,18 @@ def _pooled(reduce: Callable[..., np.ndarray]) -> TaskStatistic:
     return statistic
 
 
-AGGREGATES: dict[str, Callable[..., np.ndarray]] = {
-    "IQM": iqm,
-    "Median": np.median,
-    "Mean": np.mean,
-    "Optimality gap": optimality_gap,
+def _median_of_task_means(tasks: list[np.ndarray]) -> np.ndarray:
+    """rliable's median: the median over tasks of each task's mean score (not the median of all runs)."""
+    return np.median(np.stack([t.mean(axis=-1) for t in tasks], axis=0), axis=0)
+
+
+# Across-task aggregates as rliable (Agarwal et al. 2021) defines them: IQM, mean and optimality gap over
+# all runs of all tasks, the median over the tasks' mean scores.
+AGGREGATES: dict[str, TaskStatistic] = {
+    "IQM": _pooled(iqm),
+    "Median": _median_of_task_means,
+    "Mean": _pooled(np.mean),
+    "Optimality gap": _pooled(optimality_gap),
 }
 
 
@@ -166,7 +173,7 @@ def iqm_ci(scores: ArrayLike, **bootstrap_kw) -> Estimate:
 
 def aggregate_ci(per_task: Sequence[ArrayLike], metric: str = "IQM", **bootstrap_kw) -> Estimate:
     """An aggregate (see ``AGGREGATES``) of normalized scores across tasks with a stratified-bootstrap CI."""
-    return _estimate(*stratified_bootstrap(per_task, _pooled(AGGREGATES[metric]), **bootstrap_kw))
+    return _estimate(*stratified_bootstrap(per_task, AGGREGATES[metric], **bootstrap_kw))
 
 
 def performance_profile(

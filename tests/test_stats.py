@@ -68,13 +68,21 @@ def test_stratified_bootstrap_with_single_run_tasks():
     assert none.value == pytest.approx(0.3) and not none.has_ci
 
 
+def test_the_median_is_rliables_median_of_task_means_not_of_all_runs():
+    # By hand: task means 1, 2 and 10 -> median 2; the median of all nine runs would be 1.5.
+    tasks = [[0.0, 1.5, 1.5], [1.5, 1.5, 3.0], [10.0, 10.0, 10.0]]
+    assert np.median(np.concatenate(tasks)) == 1.5
+    assert stats.aggregate_ci(tasks, "Median", reps=REPS).value == pytest.approx(2.0)
+
+
 @pytest.mark.parametrize("metric", list(stats.AGGREGATES))
 def test_aggregate_intervals_contain_their_estimate(metric):
     rng = np.random.default_rng(0)
     tasks = [rng.normal(loc=m, scale=0.2, size=5) for m in (0.2, 0.5, 0.9)]
     e = stats.aggregate_ci(tasks, metric, reps=REPS)
     pooled = np.concatenate(tasks)
-    expected = {"IQM": sps.trim_mean(pooled, 0.25), "Median": np.median(pooled), "Mean": pooled.mean()}
+    median_of_means = np.median([t.mean() for t in tasks])  # rliable's aggregate_median
+    expected = {"IQM": sps.trim_mean(pooled, 0.25), "Median": median_of_means, "Mean": pooled.mean()}
     expected["Optimality gap"] = np.mean(np.maximum(1 - pooled, 0))
     assert e.value == pytest.approx(expected[metric])
     assert e.low <= e.value <= e.high and e.low < e.high
