@@ -11,6 +11,11 @@ MUJOCO_TASKS = {
     "ant": "Ant-v5",
     "humanoid": "Humanoid-v5",
     "invertedpendulum": "InvertedPendulum-v5",
+    "inverteddoublependulum": "InvertedDoublePendulum-v5",
+    "swimmer": "Swimmer-v5",
+    "reacher": "Reacher-v5",
+    "pusher": "Pusher-v5",
+    "humanoidstandup": "HumanoidStandup-v5",
 }
 CLASSIC_TASKS = {"cartpole": "CartPole-v1"}
 
