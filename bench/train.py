@@ -6,7 +6,6 @@ for programmatic use (tests, sweeps of your own).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -58,6 +57,7 @@ from .results import (
     read_checkpoint,
     read_finished_summary,
     read_json_file,
+    read_metrics,
     read_run_config,
     require_saved_run,
     write_failure,
@@ -100,7 +100,7 @@ def _check_device(device: Any) -> None:
         raise ConfigError(f"device={device!r}: this torch has no {dev.type} device available; use device=cpu")
 
 
-def validate_run_config(cfg: DictConfig) -> None:
+def validate_run_config(cfg: DictConfig, max_threads: int | None = None) -> None:
     """Every run-level setting (the algorithm's are checked by its Config): types, ranges, the device, the
     environment's own settings. Called before a run directory is touched."""
     _check_int("seed", cfg.seed, 0, 2**32 - 1)
@@ -108,7 +108,9 @@ def validate_run_config(cfg: DictConfig) -> None:
     _check_int("eval.episodes", cfg.eval.episodes, 1)
     _check_int("eval.every_steps", cfg.eval.every_steps, 0, note=" (0 = only at the end)")
     _check_int("checkpoint.every_steps", cfg.checkpoint.every_steps, 0, note=" (0 = only at the end)")
-    _check_int("torch_threads", cfg.torch_threads, 1)
+    # A new run may not ask for more threads than this machine has; a saved config made elsewhere may.
+    note = "" if max_threads is None else f" (this machine has {max_threads} CPUs)"
+    _check_int("torch_threads", cfg.torch_threads, 1, max_threads, note=note)
     if OmegaConf.select(cfg, "metrics.train_rows", default=None) is not None:  # runs made before it lack it
         _check_int("metrics.train_rows", cfg.metrics.train_rows, 1)
     video = cfg.get("video")
@@ -174,9 +176,7 @@ def validate(cfg: DictConfig, explicit_keys: set[str] | None = None) -> tuple[Di
             "instead (or env=gym env.id=<id> for a gymnasium task rlarena has no config for)"
         )
     cfg = apply_env_run_defaults(cfg, explicit_keys)
-    validate_run_config(cfg)
-    cpus = os.cpu_count() or 1
-    _check_int("torch_threads", cfg.torch_threads, 1, cpus, note=f" (this machine has {cpus} CPUs)")
+    validate_run_config(cfg, max_threads=os.cpu_count() or 1)
     algo_cfg = build_algo_config(cfg, explicit_keys)
     num_steps = getattr(algo_cfg, "num_steps", None)
     if isinstance(num_steps, int) and cfg.total_steps < algo_cfg.num_envs * num_steps:
@@ -583,16 +583,10 @@ EVAL_SUMMARY_KEYS = ("eval_return_mean", "eval_return_std", "eval_returns")  # w
 
 def _logged_eval(run_dir: Path, step: int) -> dict[str, Any] | None:
     """The evaluation at ``step`` as ``env.evaluate`` returned it, read back from the run's metrics log (the
-    last such record), or None if the log has none."""
-    record = None
-    with open(run_dir / METRICS, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a damaged line is not this evaluation
-            if isinstance(r, dict) and r.get("kind") == "eval" and r.get("step") == step:
-                record = r if isinstance(r.get("eval_returns"), list) else record
+    last such record), or None if the log has none. (A resume has checked the log and trimmed it to the
+    checkpoint: every line is a record.)"""
+    evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval" and r.get("step") == step]
+    record = next((r for r in reversed(evals) if isinstance(r.get("eval_returns"), list)), None)
     if record is None:
         return None
     extra = {k: v for k, v in record.items() if k not in ("kind", "step", *EVAL_SUMMARY_KEYS)}
