@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlarena import blocks
 from rlarena.registry import register_algorithm
 from rlarena.rollout import RolloutBatch
 
@@ -83,9 +84,9 @@ class A2C(Algorithm):
         advantages = mb.valid(mb.advantages)
         if cfg.normalize_advantages:
             advantages = normalize(advantages)
-        policy_loss = -(mb.valid(out.logp) * advantages).mean()
-        value_loss = ((mb.valid(out.value) - mb.valid(mb.returns)) ** 2).mean()
-        entropy = mb.valid(out.entropy).mean()
+        policy_loss = -blocks.mean(mb.valid(out.logp) * advantages)
+        value_loss = blocks.mean((mb.valid(out.value) - mb.valid(mb.returns)) ** 2)
+        entropy = blocks.mean(mb.valid(out.entropy))
         loss = policy_loss - cfg.ent_coef * entropy + cfg.vf_coef * value_loss
 
         self.optimizer.zero_grad(set_to_none=True)

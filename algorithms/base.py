@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from rlarena import ops
+from rlarena import blocks, ops
 from rlarena.activations import ACTIVATIONS
 from rlarena.errors import (  # noqa: F401  (plugins import them from here too)
     ConfigError,
@@ -34,6 +34,7 @@ from rlarena.errors import (  # noqa: F401  (plugins import them from here too)
     check_positive,
     check_unit,
 )
+from rlarena.optim import Adam
 from rlarena.rollout import Environment, Policy, RolloutBatch
 
 RLARENA_VERSION = importlib.metadata.version("rlarena")
@@ -128,33 +129,10 @@ class AlgoConfig:
         )
 
 
-def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Adam:
-    """Adam with the fused kernel (one call per step instead of a Python loop over parameters)."""
-    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
-
-
-AdamState = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
-
-
-def adam_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> AdamState | None:
-    """``(exp_avg, exp_avg_sq, step)`` of ``torch.optim.Adam`` for each of ``params``, created as torch
-    creates them before its first step, for a compiled update that steps Adam itself. None unless
-    ``optimizer`` is plain Adam (one group; no weight decay, amsgrad or maximize) over exactly ``params``."""
-    if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
-        return None
-    group = optimizer.param_groups[0]
-    if group["weight_decay"] or group["amsgrad"] or group["maximize"]:
-        return None
-    if len(group["params"]) != len(params) or {id(p) for p in group["params"]} != {id(p) for p in params}:
-        return None
-    for p in params:
-        state = optimizer.state[p]
-        if not state:  # torch.optim.Adam's lazy initialization (a float32 step counter, zero moments)
-            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    states = [optimizer.state[p] for p in params]
-    return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states]
+def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
+    """Adam on rlarena's kernel (``rlarena.optim.Adam``: torch's fused Adam's arithmetic, the same bits on
+    every x86-64 CPU; its state_dict is torch.optim.Adam's)."""
+    return Adam(params, lr=lr, eps=eps)
 
 
 class Algorithm(ABC):
@@ -254,12 +232,8 @@ class Algorithm(ABC):
 
     def clip_and_step(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> float:
         """Clip the gradient norm (if configured), check it is finite, and step. Returns the norm."""
-        if self.cfg.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        else:
-            norm = torch.linalg.vector_norm(
-                torch.stack([p.grad.norm() for p in params if p.grad is not None])
-            )
+        # Clipped only when finite (the step is refused otherwise); one summation order on every CPU.
+        norm = blocks.clip_grad_norm_(params, self.cfg.max_grad_norm)
         if not torch.isfinite(norm):
             raise self.non_finite_gradient()
         optimizer.step()
@@ -337,9 +311,8 @@ def check_groups(batch: RolloutBatch, group_size: int, who: str) -> None:
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    if x.numel() < 2:
-        return x - x.mean()
-    return (x - x.mean()) / (x.std() + eps)
+    """``(x - mean) / (std + eps)`` (unbiased std) as data, one summation order on every CPU."""
+    return blocks.normalize(x, eps)
 
 
 def check_finite(where: str, x: torch.Tensor) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from rlarena import ops
+from rlarena import ops, policy_ops
 from rlarena.activations import activation as activation_module
 from rlarena.rollout import ActOutput, EvalOutput, GaussianMLP, Policy
 
@@ -106,6 +106,7 @@ class MLPActorCritic(Policy):
 
         self._actor_params = params(self.actor)
         self._critic_params = params(self.critic)
+        self._log_std = getattr(self, "log_std", None)
 
     def gaussian_mlp(self) -> GaussianMLP | None:
         if self.shared or not self.continuous:
@@ -157,6 +158,48 @@ class MLPActorCritic(Policy):
         return self.critic(obs).squeeze(-1)
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> EvalOutput:
+        """Log-prob, entropy and value of a batch. Separate MLPs with a Gaussian head on the CPU run as one
+        compiled op with autograd (``rlarena.policy_ops.gaussian_mlp_evaluate``: what every algorithm's update
+        gets, within float32 rounding of ``evaluate_reference`` and the same bits on every x86-64 CPU); the
+        distribution, wanted by few (TRPO's KL), is built by the reference when it is first asked for."""
+        if (
+            self.continuous
+            and not self.shared
+            and policy_ops.gaussian_mlp_evaluate_applies(obs, actions, self.log_std)
+            and self._own_parameters()
+        ):
+            logp, entropy, value = policy_ops.gaussian_mlp_evaluate(
+                obs, actions, self._actor_params, self._critic_params, self.log_std, self.activation
+            )
+            return EvalOutput(logp, entropy, value, self._deferred_dist(obs))
+        return self.evaluate_reference(obs, actions)
+
+    def _own_parameters(self) -> bool:
+        """False while torch.func.functional_call (or the like) substitutes other tensors for the modules'
+        parameters: then the reference runs, on those."""
+        now = [t for m in self.actor if isinstance(m, nn.Linear) for t in (m.weight, m.bias)]
+        return all(a is b for a, b in zip(now, self._actor_params)) and self.log_std is self._log_std
+
+    def _deferred_dist(self, obs: torch.Tensor):
+        """The action distribution at ``obs`` as ``evaluate`` would have built it now: with the grad mode of
+        now, and refused if a parameter has changed since (an in-place update would give another one)."""
+        grad = torch.is_grad_enabled()
+        versions = [p._version for p in self._actor_params] + [self.log_std._version]
+
+        def build() -> Distribution:
+            now = [p._version for p in self._actor_params] + [self.log_std._version]
+            if now != versions:
+                raise RuntimeError(
+                    "EvalOutput.dist was first asked for after the policy's parameters changed; read it "
+                    "before updating them (or call policy.evaluate_reference)"
+                )
+            with torch.set_grad_enabled(grad):
+                return self._dist(self._features(obs)[0])
+
+        return build
+
+    def evaluate_reference(self, obs: torch.Tensor, actions: torch.Tensor) -> EvalOutput:
+        """The definition of ``evaluate``: torch modules and distributions, through autograd."""
         head, value = self._features(obs)
         dist = self._dist(head)
         return EvalOutput(dist.log_prob(actions), dist.entropy(), value, dist)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rlarena import blocks
 from rlarena.registry import register_algorithm
 from rlarena.rollout import Minibatch, RolloutBatch
 
@@ -81,8 +82,8 @@ class Reinforce(Algorithm):
         advantages = mb.valid(mb.advantages)
         if self.cfg.normalize_advantages:
             advantages = normalize(advantages)
-        entropy = mb.valid(out.entropy).mean()
-        return -(mb.valid(out.logp) * advantages).mean() - self.cfg.ent_coef * entropy, entropy
+        entropy = blocks.mean(mb.valid(out.entropy))
+        return -blocks.mean(mb.valid(out.logp) * advantages) - self.cfg.ent_coef * entropy, entropy
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.cfg
@@ -115,9 +116,8 @@ class Reinforce(Algorithm):
         if cfg.baseline:
             returns = mb.valid(mb.returns)
             for _ in range(cfg.vf_iters):
-                value_loss = (
-                    0.5 * ((mb.valid(self.policy.evaluate(mb.obs, mb.actions).value) - returns) ** 2).mean()
-                )
+                value = mb.valid(self.policy.evaluate(mb.obs, mb.actions).value)
+                value_loss = 0.5 * blocks.mean((value - returns) ** 2)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 value_loss.backward()
                 self.clip_and_step(self.critic_optimizer, self.critic_params)

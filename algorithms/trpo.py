@@ -20,6 +20,7 @@ import torch
 from torch.distributions import kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from rlarena import blocks
 from rlarena.registry import register_algorithm
 from rlarena.rollout import EvalOutput, Minibatch, RolloutBatch
 
@@ -113,7 +114,7 @@ class TRPO(Algorithm):
     # ---- pieces, each testable on its own ---------------------------------------------------------------
 
     def surrogate(self, out: EvalOutput, mb: Minibatch, advantages: torch.Tensor) -> torch.Tensor:
-        return (torch.exp(mb.valid(out.logp) - mb.valid(mb.old_logp)) * advantages).mean()
+        return blocks.mean(torch.exp(mb.valid(out.logp) - mb.valid(mb.old_logp)) * advantages)
 
     def mean_kl(self, old: EvalOutput, new: EvalOutput, mb: Minibatch) -> torch.Tensor:
         return mb.valid(kl_divergence(old.dist, new.dist)).mean()
@@ -182,7 +183,7 @@ class TRPO(Algorithm):
         for _ in range(self.cfg.vf_epochs):
             for mb in batch.minibatches(min(self.cfg.vf_minibatches, batch.minibatch_units), self.generator):
                 value = mb.valid(self.policy.evaluate(mb.obs, mb.actions).value)
-                value_loss = 0.5 * ((value - mb.valid(mb.returns)) ** 2).mean()
+                value_loss = 0.5 * blocks.mean((value - mb.valid(mb.returns)) ** 2)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 value_loss.backward()
                 self.clip_and_step(self.critic_optimizer, self.critic_params)

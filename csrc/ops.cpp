@@ -16,7 +16,10 @@
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/library.h>
 
+#include <mutex>
+#include <string>
 #include <tuple>
+#include <vector>
 
 // `import rlarena._C` loads the library (the ops register themselves); its only Python functions are the
 // collector's per-step entry points (csrc/cpu/collector.h), which skip the op call's argument parsing.
@@ -48,18 +51,27 @@ TORCH_LIBRARY(rlarena, m) {
       "mlp_gaussian_act(Tensor obs, Tensor[] actor, Tensor[] critic, Tensor log_std, str activation,"
       " bool deterministic=False) -> (Tensor action, Tensor logp, Tensor value)",
       {at::Tag::nondeterministic_seeded});
-  // One PPO epoch of that actor-critic (csrc/cpu/ppo_epoch.cpp; algorithms/ppo.py): for each minibatch of
-  // `perm` split as torch.tensor_split does, the losses, their gradient, gradient-norm clipping and an Adam
-  // step, in place on the parameters and on torch.optim.Adam's state (one exp_avg, exp_avg_sq and step per
-  // parameter, in the order actor..., critic..., log_std). Returns [num_minibatches, 6] float64 statistics:
-  // policy loss, value loss, entropy, clip fraction, approx KL, gradient norm (before clipping); a
-  // non-finite norm stops the epoch before that step (the rows after it are NaN).
+  // The same actor-critic on a batch of rows with gradient (csrc/cpu/gaussian_mlp.cpp): the log-prob of
+  // `actions`, the entropy and the value per row; `saved` holds the activations for the backward below.
   m.def(
-      "ppo_gaussian_mlp_epoch_(Tensor obs, Tensor actions, Tensor old_logp, Tensor advantages, Tensor returns,"
-      " Tensor old_values, Tensor perm, int num_minibatches, Tensor(a!)[] actor, Tensor(b!)[] critic,"
-      " Tensor(c!) log_std, Tensor(d!)[] exp_avg, Tensor(e!)[] exp_avg_sq, Tensor(f!)[] step, str activation,"
-      " float clip_coef, float value_clip, float ent_coef, float vf_coef, bool normalize_advantages,"
-      " float max_grad_norm, float lr, float beta1, float beta2, float eps) -> Tensor");
+      "gaussian_mlp_evaluate(Tensor obs, Tensor actions, Tensor[] actor, Tensor[] critic, Tensor log_std,"
+      " str activation) -> (Tensor logp, Tensor entropy, Tensor value, Tensor saved)");
+  // Its backward from the upstream gradients of logp, entropy and value (None: zero): every parameter's
+  // gradient (actor..., critic..., log_std) and, with input_grads, those of obs and actions (else [0, ...]).
+  m.def(
+      "gaussian_mlp_evaluate_backward(Tensor? grad_logp, Tensor? grad_entropy, Tensor? grad_value, Tensor obs,"
+      " Tensor actions, Tensor[] actor, Tensor[] critic, Tensor log_std, str activation, Tensor saved,"
+      " bool input_grads) -> (Tensor[] grads, Tensor grad_obs, Tensor grad_actions)");
+  // The update's generic blocks (csrc/cpu/blocks.cpp): sums in one order on every CPU. mean's last output is
+  // d mean / d x (the autograd node below scales it); normalize is data (no gradient).
+  m.def("mean(Tensor x) -> (Tensor mean, Tensor grad_x)");
+  m.def("normalize(Tensor x, float eps) -> Tensor");
+  // The gradients' total norm (float64) before clipping them in place to max_norm (<= 0: not clipped).
+  m.def("clip_grad_norm_(Tensor(a!)[] grads, float max_norm) -> Tensor");
+  // One Adam step in place on the parameters and their state (rlarena.optim.Adam).
+  m.def(
+      "adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avg, Tensor(c!)[] exp_avg_sq,"
+      " Tensor(d!)[] step, float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
   // The gymnasium collector's per-step bookkeeping (csrc/cpu/collector.cpp; envs/gym_env.py), in place on
   // rollout buffers [T, N, ...] at row t and on the running statistics (float64 mean, var, count).
   m.def(
@@ -185,10 +197,108 @@ std::tuple<at::Tensor, at::Tensor> clipped_value_loss_autograd(const at::Tensor&
   return call_with_saved_grad(op, "ClippedValueLossBackward", value, old_value, returns, clip_coef);
 }
 
+using MeanFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&);
+
+std::tuple<at::Tensor, at::Tensor> mean_autograd(const at::Tensor& x) {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("rlarena::mean", "").typed<MeanFn>();
+  return call_with_saved_grad(op, "MeanBackward", x);
+}
+
+// ---- the default actor-critic's evaluation (csrc/cpu/gaussian_mlp.cpp) ----------------------------------
+
+using EvaluateFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                              at::TensorList, at::TensorList,
+                                                                              const at::Tensor&, c10::string_view);
+using EvaluateBackwardFn = std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor>(
+    const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+    const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList, const at::Tensor&, c10::string_view,
+    const at::Tensor&, bool);
+
+// Backward node of gaussian_mlp_evaluate: the upstream gradients of (logp, entropy, value) in, the
+// gradients of (obs, actions, actor..., critic..., log_std) out, through gaussian_mlp_evaluate_backward.
+// First-order only. In C++ rather than torch.library.register_autograd: measured here at 64 rows, the
+// Python glue (setup_context, pytree over the parameter lists, backward) cost more than both kernels.
+struct GaussianMLPEvaluateBackward : public torch::autograd::Node {
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("rlarena::gaussian_mlp_evaluate_backward", "")
+                               .typed<EvaluateBackwardFn>();
+    std::vector<at::Tensor> inputs;
+    for (auto& v : saved_) inputs.push_back(v.unpack());
+    const at::Tensor saved = saved_out_.unpack();
+    const auto upstream = [&](size_t i) -> c10::optional<at::Tensor> {
+      if (i < grads.size() && grads[i].defined()) return grads[i];
+      return c10::nullopt;
+    };
+    const bool input_grads = should_compute_output(0) || should_compute_output(1);
+    const at::TensorList params(inputs.data() + 2, inputs.size() - 3);
+    std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      out = op.call(upstream(0), upstream(1), upstream(2), inputs[0], inputs[1], params.slice(0, n_actor_),
+                    params.slice(n_actor_), inputs.back(), activation_, saved, input_grads);
+    }
+    torch::autograd::variable_list result;
+    result.push_back(input_grads && should_compute_output(0) ? std::get<1>(out) : at::Tensor());
+    result.push_back(input_grads && should_compute_output(1) ? std::get<2>(out) : at::Tensor());
+    // No gradient (not zeros) for a network no upstream gradient reached, as autograd gives: an optimizer
+    // then leaves those parameters alone.
+    const bool actor = upstream(0).has_value() || upstream(1).has_value(), critic = upstream(2).has_value();
+    auto& grads_out = std::get<0>(out);
+    for (size_t i = 0; i < grads_out.size(); ++i) {
+      const bool reached = i + 1 == grads_out.size() ? actor : (i < n_actor_ ? actor : critic);
+      result.push_back(reached ? std::move(grads_out[i]) : at::Tensor());
+    }
+    return result;
+  }
+
+  std::string name() const override { return "GaussianMLPEvaluateBackward"; }
+
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& v : saved_) v.reset_data();
+    saved_out_.reset_data();
+  }
+
+  std::vector<torch::autograd::SavedVariable> saved_;  // obs, actions, actor..., critic..., log_std
+  torch::autograd::SavedVariable saved_out_;
+  size_t n_actor_ = 0;
+  std::string activation_;
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gaussian_mlp_evaluate_autograd(
+    const at::Tensor& obs, const at::Tensor& actions, at::TensorList actor, at::TensorList critic,
+    const at::Tensor& log_std, c10::string_view activation) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("rlarena::gaussian_mlp_evaluate", "").typed<EvaluateFn>();
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> out;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    out = op.call(obs, actions, actor, critic, log_std, activation);
+  }
+  std::vector<at::Tensor> inputs{obs, actions};
+  inputs.insert(inputs.end(), actor.begin(), actor.end());
+  inputs.insert(inputs.end(), critic.begin(), critic.end());
+  inputs.push_back(log_std);
+  if (torch::autograd::compute_requires_grad(inputs)) {
+    auto node = c10::make_intrusive<GaussianMLPEvaluateBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(inputs));
+    for (const auto& t : inputs) node->saved_.emplace_back(t, /*is_output=*/false);
+    node->saved_out_ = torch::autograd::SavedVariable(std::get<3>(out), /*is_output=*/false);
+    node->n_actor_ = actor.size();
+    node->activation_ = std::string(activation);
+    std::vector<at::Tensor> differentiable{std::get<0>(out), std::get<1>(out), std::get<2>(out)};
+    torch::autograd::set_history(differentiable, node);
+  }
+  return out;
+}
+
 }  // namespace
 }  // namespace rlarena
 
 TORCH_LIBRARY_IMPL(rlarena, Autograd, m) {
+  m.impl("gaussian_mlp_evaluate", &rlarena::gaussian_mlp_evaluate_autograd);
+  m.impl("mean", &rlarena::mean_autograd);
   m.impl("gae", &rlarena::gae_no_grad);
   m.impl("clipped_surrogate_loss", &rlarena::clipped_surrogate_loss_autograd);
   m.impl("clipped_value_loss", &rlarena::clipped_value_loss_autograd);

@@ -17,6 +17,7 @@ are accepted (copied once).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -34,8 +35,6 @@ from .activations import ACTIVATION_FUNCTIONS
 __all__ = [
     "backend",
     "mlp_gaussian_act",
-    "ppo_gaussian_mlp_epoch_",
-    "PPO_EPOCH_STATS",
     "mlp_gaussian_act_reference",
     "observe_",
     "gaussian_policy_step_",
@@ -331,6 +330,27 @@ def code_path() -> str:
 
 _COMPILED = _BACKEND == "compiled"
 
+# The shared fast path of updates (rlarena.policy_ops, rlarena.blocks, rlarena.optim): on unless turned off
+# for a comparison with the plain autograd path (bench/perf, tests) by ``fast_path(False)``.
+_FAST_PATH = True
+
+
+def fast_path_enabled() -> bool:
+    """True when updates take the compiled fast path (the extension built, not turned off)."""
+    return _COMPILED and _FAST_PATH
+
+
+@contextlib.contextmanager
+def fast_path(enabled: bool):
+    """Within the block, updates take (True) or skip (False) the compiled fast path: the policy op, the
+    fixed-order blocks and rlarena's Adam kernel; False gives torch's autograd, reductions and Adam."""
+    global _FAST_PATH
+    before, _FAST_PATH = _FAST_PATH, enabled
+    try:
+        yield
+    finally:
+        _FAST_PATH = before
+
 
 def _register_fake_kernels() -> None:
     """Shape-only kernels of the compiled ops, for torch.compile and FakeTensor tracing."""
@@ -371,11 +391,6 @@ def _register_fake_kernels() -> None:
     @torch.library.register_fake("rlarena::record_reward_")
     def _record_reward_fake(*args):
         return 0
-
-    @torch.library.register_fake("rlarena::ppo_gaussian_mlp_epoch_")
-    def _ppo_epoch_fake(obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches, *_):
-        torch._check(obs.dim() == 2, lambda: "rlarena.ppo_gaussian_mlp_epoch_: obs must be [rows, obs_dim]")
-        return obs.new_empty((num_minibatches, len(PPO_EPOCH_STATS)), dtype=torch.float64)
 
     @torch.library.register_fake("rlarena::clipped_value_loss")
     def _value_loss_fake(value, old_value, returns, clip_coef):
@@ -485,42 +500,6 @@ def mlp_gaussian_act(obs, actor, critic, log_std, activation: str = "tanh", dete
         args = (obs, actor, critic, log_std, activation, deterministic)
         return torch.ops.rlarena.mlp_gaussian_act.default(*args)
     return mlp_gaussian_act_reference(obs, actor, critic, log_std, activation, deterministic)
-
-
-# The columns of ppo_gaussian_mlp_epoch_'s result, one row per minibatch.
-PPO_EPOCH_STATS = ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl", "grad_norm")
-
-
-def ppo_gaussian_mlp_epoch_(
-    obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches: int, net,
-    exp_avg, exp_avg_sq, step, *, clip_coef: float, value_clip: float, ent_coef: float, vf_coef: float,
-    normalize_advantages: bool, max_grad_norm: float, lr: float, betas: tuple[float, float], eps: float,
-) -> torch.Tensor:  # fmt: skip
-    """One PPO epoch of a ``GaussianMLP`` (``net``: the default actor-critic) as one compiled call, in place
-    on its parameters and on ``torch.optim.Adam``'s state (``exp_avg``, ``exp_avg_sq``, ``step``: one tensor
-    per parameter, in ``net.parameters()`` order). Returns ``[num_minibatches, 6]`` float64 statistics,
-    columns ``PPO_EPOCH_STATS``.
-
-    The rollout comes flat: ``obs [rows, obs_dim]``, ``actions [rows, act_dim]``, the rest ``[rows]``, all
-    contiguous float32 on the CPU. For each part of ``torch.tensor_split(perm, num_minibatches)``: the
-    advantages normalized (if asked), log-probs and values, PPO's clipped surrogate loss, the value loss
-    clipped at ``value_clip`` (``math.inf``: unclipped) and the entropy bonus, their gradient, the gradient
-    norm clipped to ``max_grad_norm`` (``<= 0``: not clipped), and an Adam step (no weight decay). That is
-    algorithms/ppo.py's minibatch loop (autograd, ``torch.optim.Adam``), the definition; the results agree
-    within float32 rounding (tests/test_ppo_epoch.py), and this op gives the same bits on every x86-64 CPU.
-    A non-finite gradient norm stops the epoch before that step; its row and the later ones hold NaN except
-    that row's norm. CPU only; no gradient.
-    """
-    if not _COMPILED:
-        raise RuntimeError("rlarena.ppo_gaussian_mlp_epoch_ needs the compiled extension (rlarena._C)")
-    beta1, beta2 = betas
-    with torch.no_grad():
-        return torch.ops.rlarena.ppo_gaussian_mlp_epoch_.default(
-            obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches,
-            net.actor, net.critic, net.log_std, exp_avg, exp_avg_sq, step, net.activation,
-            clip_coef, value_clip, ent_coef, vf_coef, normalize_advantages, max_grad_norm,
-            lr, beta1, beta2, eps,
-        )  # fmt: skip
 
 
 def observe_(obs, t: int, raw_buf, obs_buf, mean, var, count, normalize: bool, clip: float) -> None:

@@ -18,7 +18,7 @@ Conventions (time-major, ``[T, N]``):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -160,19 +160,34 @@ class ActOutput:
     value: torch.Tensor  # [N]
 
 
-@dataclass
 class EvalOutput:
-    logp: torch.Tensor  # shaped like the minibatch's old_logp
-    entropy: torch.Tensor  # same shape
-    value: torch.Tensor  # same shape
-    dist: torch.distributions.Distribution  # batch shape = logp's shape (TRPO measures KL with it)
+    """What ``Policy.evaluate`` returns: ``logp``, ``entropy`` and ``value`` shaped like the minibatch's
+    ``old_logp``, and ``dist``, the action distribution (batch shape = logp's; TRPO measures KL with it),
+    given as is or as a function that builds it when first asked for (a fused policy op has none to give)."""
+
+    __slots__ = ("logp", "entropy", "value", "_dist")
+
+    def __init__(
+        self,
+        logp: torch.Tensor,
+        entropy: torch.Tensor,
+        value: torch.Tensor,
+        dist: torch.distributions.Distribution | Callable[[], torch.distributions.Distribution],
+    ) -> None:
+        self.logp, self.entropy, self.value, self._dist = logp, entropy, value, dist
+
+    @property
+    def dist(self) -> torch.distributions.Distribution:
+        if not isinstance(self._dist, torch.distributions.Distribution):
+            self._dist = self._dist()
+        return self._dist
 
 
 @dataclass(frozen=True)
 class GaussianMLP:
     """An actor-critic of two MLPs (no shared layers) with a Gaussian head and a state-independent log-std,
     as plain tensors for the compiled ops that run it without torch modules (``ops.mlp_gaussian_act``,
-    ``ops.ppo_gaussian_mlp_epoch_``). The tensors are the policy's own Parameters."""
+    ``policy_ops.gaussian_mlp_evaluate``). The tensors are the policy's own Parameters."""
 
     actor: list[torch.Tensor]  # [weight, bias] per linear layer, as nn.Linear stores them
     critic: list[torch.Tensor]  # the same; one output

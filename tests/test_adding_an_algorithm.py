@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 from test_smoke import run_smoke
 
 from rlarena.registry import ALGORITHMS, list_algorithms
@@ -47,3 +48,25 @@ def test_guide_algorithm_passes_the_smoke_grid(guide_algorithm, env, tmp_path):
     summary = run_smoke(guide_algorithm, env, tmp_path / "run")
     assert summary["steps_done"] >= 128 and summary["algo"] == guide_algorithm
     assert len(summary["eval_returns"]) == 1
+
+
+def test_guide_algorithm_gets_the_fast_update_with_no_extra_code(guide_algorithm, monkeypatch):
+    """The guide's plugin names no fast op, yet its update runs the default policy's compiled op (forward
+    and backward) and rlarena's Adam: the speed is in the shared layers."""
+    from rlarena import ops, policy_ops
+    from rlarena.bench.train import build, load_config
+    from rlarena.optim import Adam
+
+    if ops.backend() != "compiled":
+        pytest.skip("rlarena._C is not built")
+    calls = []
+    real = policy_ops.gaussian_mlp_evaluate
+    monkeypatch.setattr(policy_ops, "gaussian_mlp_evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    overrides = [f"algo={guide_algorithm}", "env=invertedpendulum", "algo.num_steps=64"]
+    built = build(load_config(overrides), explicit_keys=set())
+    before = [p.detach().clone() for p in built.policy.parameters()]
+    built.algo.learn(built.env.collect(built.policy, built.algo.rollout_length))
+    built.env.close()
+    assert len(calls) == built.algo.cfg.num_minibatches
+    assert isinstance(built.algo.optimizer, Adam)
+    assert all(not torch.equal(a, b) for a, b in zip(before, built.policy.parameters()))

@@ -1,6 +1,6 @@
 """Whole-loop speed, side by side with the peers: the collector against bare env stepping, the PPO update
-against stable-baselines3's ``train()``, a PPO iteration against SB3's, and every algorithm's training
-steps/s on Hopper-v5.
+against stable-baselines3's ``train()``, a PPO iteration against SB3's, every algorithm's update on the shared
+fast path against plain autograd, and every algorithm's training steps/s on Hopper-v5 (both paths).
 
     rlarena bench --loop --out loop.json      (or: python -m rlarena.bench.perf.loop)
 
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 BATCH, EPOCHS = 64, 10  # SB3's PPO defaults (minibatches of 64, 10 epochs), used on both sides
-ALGORITHMS = ("reinforce", "a2c", "trpo", "ppo")
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,9 @@ def shape_cases(shape: Shape, rounds: int, quick: bool) -> dict[str, dict[str, A
 
 
 def algorithm_case(algo_name: str, rounds: int, quick: bool) -> dict[str, Any]:
-    """Training steps/s of ``algo_name`` with its shipped defaults on Hopper-v5 (collect + learn)."""
+    """Training steps/s of ``algo_name`` with its shipped defaults on Hopper-v5 (collect + learn), on the
+    shared fast path and on plain autograd (``ops.fast_path(False)``), interleaved."""
+    from rlarena import ops
     from rlarena.bench.perf.run import timed
     from rlarena.bench.train import build, load_config
 
@@ -179,17 +180,71 @@ def algorithm_case(algo_name: str, rounds: int, quick: bool) -> dict[str, Any]:
     steps = length * built.env.num_envs
     iters = max(1, (64 if quick else 8192) // steps)
 
-    def train() -> None:
-        for _ in range(iters):
-            built.algo.learn(built.env.collect(built.policy, length))
+    def train(fast: bool) -> Callable[[], None]:
+        def run() -> None:
+            with ops.fast_path(fast):
+                for _ in range(iters):
+                    built.algo.learn(built.env.collect(built.policy, length))
 
-    _, med = timed({"train": train}, rounds, 0.0, quick)
+        return run
+
+    _, med = timed({"fast": train(True), "autograd": train(False)}, rounds, 0.0, quick)
     built.env.close()
     return {
         "algo": algo_name,
         "steps": iters * steps,
-        "s": med["train"],
-        "steps_per_s": iters * steps / med["train"],
+        "s": med["fast"],
+        "steps_per_s": iters * steps / med["fast"],
+        "steps_per_s_autograd": iters * steps / med["autograd"],
+    }
+
+
+def mujoco_algorithms() -> list[str]:
+    """Every registered algorithm of rlarena's own that trains on the MuJoCo tasks with the default policy
+    (from the registry: bench/ names no plugin)."""
+    from rlarena.bench.train import load_config
+    from rlarena.errors import ConfigError
+    from rlarena.registry import get_algorithm, list_algorithms
+
+    names = []
+    for name in list_algorithms():
+        cls = get_algorithm(name)
+        if cls.implementation()["implementation"] != "rlarena" or cls.counterpart is not None:
+            continue
+        try:
+            load_config([f"algo={name}", "env=hopper"])
+        except (ConfigError, ValueError):  # a text-only plugin, or one that needs other settings
+            continue
+        names.append(name)
+    return names
+
+
+def fast_path_case(algo_name: str, rounds: int, quick: bool) -> dict[str, Any]:
+    """One update of ``algo_name`` on the same Hopper-v5 batch with the shared fast path (the policy op, the
+    fixed-order blocks, rlarena's Adam) and with plain autograd (``ops.fast_path(False)``)."""
+    from rlarena import ops
+    from rlarena.bench.perf.run import timed
+    from rlarena.bench.train import build, load_config
+
+    overrides = [f"algo={algo_name}", "env=hopper"]
+    overrides += ["algo.num_envs=1", "algo.num_steps=64"] if quick else []
+    built = build(load_config(overrides), explicit_keys=set())
+    batch = built.env.collect(built.policy, built.algo.rollout_length)
+
+    def update(fast: bool) -> Callable[[], None]:
+        def run() -> None:
+            with ops.fast_path(fast):
+                built.algo.update(batch.replace())
+
+        return run
+
+    _, med = timed({"fast": update(True), "autograd": update(False)}, rounds, 0.0, quick)
+    built.env.close()
+    return {
+        "algo": algo_name,
+        "samples": batch.rewards.numel(),
+        "s": med,
+        "ratio": med["autograd"] / med["fast"],
     }
 
 
@@ -201,7 +256,9 @@ def loop_cases(rounds: int, quick: bool = False) -> dict[str, Any]:
             shape = Shape(shape.env, shape.env_id, shape.num_envs, 64 // shape.num_envs)
         for kind, entry in shape_cases(shape, rounds, quick).items():
             report[kind].append({"shape": name, **entry})
-    report["algorithms"] = [algorithm_case(a, rounds, quick) for a in ALGORITHMS]
+    names = mujoco_algorithms()
+    report["fast_path"] = [fast_path_case(a, rounds, quick) for a in names]
+    report["algorithms"] = [algorithm_case(a, rounds, quick) for a in names]
     return report
 
 
@@ -231,10 +288,23 @@ def format_tables(report: dict[str, Any]) -> str:
                          report["update"], "rlarena_update", "sb3_train")  # fmt: skip
     lines += _peer_table("PPO iteration (collect + update) vs SB3 (target >= 3x)",
                          report["iteration"], "rlarena", "sb3")  # fmt: skip
+    lines += [
+        "",
+        "One update on the same Hopper-v5 batch: shared fast path vs plain autograd (target >= 3x)",
+        "",
+    ]
+    lines += ["| algorithm | samples | fast (s) | autograd (s) | autograd / fast |", "|---|---|---|---|---|"]
+    for c in report["fast_path"]:
+        s = c["s"]
+        lines.append(
+            f"| {c['algo']} | {c['samples']} | {s['fast']:.4f} | {s['autograd']:.4f} | {c['ratio']:.2f}x |"
+        )
     lines += ["", "Training steps/s on Hopper-v5, shipped defaults (collect + update, no evaluation)", ""]
-    lines += ["| algorithm | steps timed | steps/s |", "|---|---|---|"]
+    lines += ["| algorithm | steps timed | steps/s, fast path | steps/s, autograd |", "|---|---|---|---|"]
     for c in report["algorithms"]:
-        lines.append(f"| {c['algo']} | {c['steps']} | {c['steps_per_s']:.0f} |")
+        lines.append(
+            f"| {c['algo']} | {c['steps']} | {c['steps_per_s']:.0f} | {c['steps_per_s_autograd']:.0f} |"
+        )
     return "\n".join(lines)
 
 

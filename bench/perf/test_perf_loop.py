@@ -16,14 +16,6 @@ from rlarena.bench.perf import loop
 SHAPES = list(loop.SHAPES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _sb3(shape):
     pytest.importorskip("stable_baselines3", reason="stable-baselines3 not installed (optional peer)")
     return loop.sb3_ppo(shape)

@@ -42,18 +42,18 @@ RLARENA_INLINE void loss_block_impl(const LossArgs<T>* a, int64_t i0, int64_t i1
   const T hi = a->hi;
   const T clip = a->clip;
   const T neg_inv_n = a->neg_inv_n;
-  // The SIMD loop sums in T over short chunks (GCC vectorizes `omp simd` reductions of a mixed float/double
-  // loop badly); the chunk sums are added in double.
+  // Each chunk's sums run in T in kLanes interleaved partial sums (element i into sum i % kLanes, whatever
+  // the ISA's vector width: one AVX-512 register, two AVX2 ones), added in order, then in double. An `omp
+  // simd reduction` would split the sums by the vector width, and so round differently per ISA.
   constexpr int64_t kChunk = 512;
+  constexpr int64_t kLanes = 16;
   double s_surr = 0.0;
   double s_clip = 0.0;
   double s_kl = 0.0;
+  T t_surr[kChunk], t_clip[kChunk], t_kl[kChunk];  // one chunk's terms of the three sums
   for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
     const int64_t c1 = std::min(c0 + kChunk, i1);
-    T c_surr = T(0);
-    T c_clip = T(0);
-    T c_kl = T(0);
-#pragma omp simd reduction(+ : c_surr, c_clip, c_kl)
+#pragma omp simd
     for (int64_t i = c0; i < c1; ++i) {
       const T log_ratio = lp[i] - olp[i];
       const T ratio = vexp(log_ratio);
@@ -68,10 +68,20 @@ RLARENA_INLINE void loss_block_impl(const LossArgs<T>* a, int64_t i0, int64_t i1
       // (a tie) this takes the unclipped gradient, bounds included.
       // (No bool temporaries in this loop: GCC then sizes the vectors for 1-byte lanes and gives up.)
       grad[i] = s1 <= s2 ? neg_inv_n * s1 : T(0);
-      c_surr += s1 <= s2 ? s1 : s2;
+      t_surr[i - c0] = s1 <= s2 ? s1 : s2;
       const T dev = ratio - T(1);
-      c_clip += std::abs(dev) > clip ? T(1) : T(0);
-      c_kl += dev - log_ratio;
+      t_clip[i - c0] = std::abs(dev) > clip ? T(1) : T(0);
+      t_kl[i - c0] = dev - log_ratio;
+    }
+    T p_surr[kLanes] = {}, p_clip[kLanes] = {}, p_kl[kLanes] = {};
+    lane_sums<T, kLanes>(t_surr, c1 - c0, p_surr);
+    lane_sums<T, kLanes>(t_clip, c1 - c0, p_clip);
+    lane_sums<T, kLanes>(t_kl, c1 - c0, p_kl);
+    T c_surr = T(0), c_clip = T(0), c_kl = T(0);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      c_surr = c_surr + p_surr[l];
+      c_clip = c_clip + p_clip[l];
+      c_kl = c_kl + p_kl[l];
     }
     s_surr += static_cast<double>(c_surr);
     s_clip += static_cast<double>(c_clip);

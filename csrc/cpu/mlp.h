@@ -11,6 +11,7 @@
 // a kernel therefore give the same bits on every x86-64 CPU; tests/test_collector.py checks that. (MKL's matrix products, which nn.Linear uses, pick their blocking and their FMA use per CPU.)
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "simd.h"
@@ -27,13 +28,16 @@ inline int activation_code(const char* name, size_t size) {
   return is("tanh", 4) ? kTanh : is("relu", 4) ? kRelu : is("elu", 3) ? kElu : -1;
 }
 
-// One nn.Linear: weight [out, in] row-major (as torch stores it), bias [out].
-struct Layer {
-  const float* weight;
-  const float* bias;
+// One nn.Linear: weight [out, in] row-major (as torch stores it), bias [out]. Float32 everywhere the policy
+// runs; float64 only for the policy op's gradient checks (gaussian_mlp.cpp).
+template <typename S>
+struct LayerOf {
+  const S* weight;
+  const S* bias;
   int64_t in;
   int64_t out;
 };
+using Layer = LayerOf<float>;
 
 // tanh without libm (vectorizes, same bits on every ISA): an odd Taylor polynomial near 0, where
 // 1 - 2 / (e^{2|x|} + 1) would cancel, and that formula elsewhere (tests/test_collector.py compares the
@@ -53,18 +57,23 @@ RLARENA_INLINE float vtanh(float x) {
   return a < 0.125f ? small : big;
 }
 
-RLARENA_INLINE float activate(float z, int act) {
+// float64 (gradient checks only): libm's tanh; its bits may differ by CPU, which a check does not mind.
+inline double vtanh(double x) { return std::tanh(x); }
+
+template <typename S>
+RLARENA_INLINE S activate(S z, int act) {
   if (act == kTanh) return vtanh(z);
-  if (act == kRelu) return z > 0.0f ? z : 0.0f;
-  return z > 0.0f ? z : vexp(z) - 1.0f;  // elu, alpha 1
+  if (act == kRelu) return z > S(0) ? z : S(0);
+  return z > S(0) ? z : vexp(z) - S(1);  // elu, alpha 1
 }
 
 // d output / d pre-activation times g, as torch's backward of each activation computes it: tanh from its
 // output h (1 - h^2), relu from z > 0, elu (alpha 1) from z (exp(z) where z <= 0).
-RLARENA_INLINE float activation_grad(float g, float z, float h, int act) {
-  if (act == kTanh) return g * (1.0f - h * h);
-  if (act == kRelu) return z > 0.0f ? g : 0.0f;
-  return z > 0.0f ? g : g * vexp(z);
+template <typename S>
+RLARENA_INLINE S activation_grad(S g, S z, S h, int act) {
+  if (act == kTanh) return g * (S(1) - h * h);
+  if (act == kRelu) return z > S(0) ? g : S(0);
+  return z > S(0) ? g : g * vexp(z);
 }
 
 // y[out] = bias + x[in] @ weight.T, each output's sum over the inputs in order. Eight outputs at a time
@@ -95,24 +104,25 @@ RLARENA_INLINE void linear_row(const Layer& l, const float* __restrict__ x, floa
 // sum runs over k in order, term by term onto C's value, as linear_row's (so C holding the bias rows gives
 // linear_row's bits). Blocks of 8 rows x 16 columns are summed side by side in registers (independent sums
 // only: the vector width changes which sums share a register, never a sum's order).
-RLARENA_INLINE void matmul_acc(int64_t M, int64_t N, int64_t K, const float* __restrict__ A, int64_t lda,
-                               const float* __restrict__ B, int64_t ldb, float* __restrict__ C, int64_t ldc) {
+template <typename S>
+RLARENA_INLINE void matmul_acc(int64_t M, int64_t N, int64_t K, const S* __restrict__ A, int64_t lda,
+                               const S* __restrict__ B, int64_t ldb, S* __restrict__ C, int64_t ldc) {
   constexpr int64_t R = 8, W = 16;
   for (int64_t m0 = 0; m0 < M; m0 += R) {
     const int64_t rows = M - m0 < R ? M - m0 : R;
     for (int64_t n0 = 0; n0 < N; n0 += W) {
       const int64_t cols = N - n0 < W ? N - n0 : W;
-      float acc[R][W];
+      S acc[R][W];
       if (rows == R && cols == W) {
 #pragma GCC unroll 8
         for (int64_t r = 0; r < R; ++r)
 #pragma omp simd
           for (int64_t j = 0; j < W; ++j) acc[r][j] = C[(m0 + r) * ldc + n0 + j];
         for (int64_t k = 0; k < K; ++k) {
-          const float* __restrict__ b = B + k * ldb + n0;
+          const S* __restrict__ b = B + k * ldb + n0;
 #pragma GCC unroll 8
           for (int64_t r = 0; r < R; ++r) {
-            const float a = A[(m0 + r) * lda + k];
+            const S a = A[(m0 + r) * lda + k];
 #pragma omp simd
             for (int64_t j = 0; j < W; ++j) acc[r][j] = acc[r][j] + a * b[j];
           }
@@ -125,9 +135,9 @@ RLARENA_INLINE void matmul_acc(int64_t M, int64_t N, int64_t K, const float* __r
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t j = 0; j < cols; ++j) acc[r][j] = C[(m0 + r) * ldc + n0 + j];
         for (int64_t k = 0; k < K; ++k) {
-          const float* __restrict__ b = B + k * ldb + n0;
+          const S* __restrict__ b = B + k * ldb + n0;
           for (int64_t r = 0; r < rows; ++r) {
-            const float a = A[(m0 + r) * lda + k];
+            const S a = A[(m0 + r) * lda + k];
             for (int64_t j = 0; j < cols; ++j) acc[r][j] = acc[r][j] + a * b[j];
           }
         }
@@ -139,7 +149,8 @@ RLARENA_INLINE void matmul_acc(int64_t M, int64_t N, int64_t K, const float* __r
 }
 
 // h[0..n) = activation(z) for a hidden layer, z itself for the last (output) layer.
-RLARENA_INLINE void activate_layer(const float* __restrict__ z, float* __restrict__ h, int64_t n, bool last,
+template <typename S>
+RLARENA_INLINE void activate_layer(const S* __restrict__ z, S* __restrict__ h, int64_t n, bool last,
                                    int act) {
   if (!last) {
 #pragma omp simd
@@ -166,7 +177,8 @@ RLARENA_INLINE void forward_row(const Layer* layers, int64_t n_layers, int act, 
 }
 
 // Total width of an MLP's layers (the size of forward_row's z and h).
-inline int64_t total_width(const Layer* layers, int64_t n_layers) {
+template <typename S>
+inline int64_t total_width(const LayerOf<S>* layers, int64_t n_layers) {
   int64_t w = 0;
   for (int64_t l = 0; l < n_layers; ++l) w += layers[l].out;
   return w;

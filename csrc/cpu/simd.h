@@ -107,6 +107,19 @@ RLARENA_INLINE double vexp(double x) {
   return y;
 }
 
+// part[l] += x[i] for every i = l (mod L), in index order: L interleaved partial sums whose layout does not
+// depend on the ISA's vector width (an `omp simd reduction` splits a sum by that width, and so rounds
+// differently on AVX2 and AVX-512). The caller adds part[0..L) in order.
+template <typename T, int64_t L>
+RLARENA_INLINE void lane_sums(const T* __restrict__ x, int64_t n, T* __restrict__ part) {
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+#pragma omp simd
+    for (int64_t l = 0; l < L; ++l) part[l] = part[l] + x[i + l];
+  }
+  for (int64_t l = 0; i < n; ++i, ++l) part[l] = part[l] + x[i];
+}
+
 }  // namespace cpu
 }  // namespace rlarena
 

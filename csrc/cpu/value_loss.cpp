@@ -39,12 +39,15 @@ RLARENA_INLINE void value_block_impl(const ValueLossArgs<T>* a, int64_t i0, int6
   T* __restrict__ grad = a->grad;
   const T clip = a->clip;
   const T inv_n = a->inv_n;
-  constexpr int64_t kChunk = 512;  // sums in T over short chunks, chunk sums in double (see clipped_loss.cpp)
+  // Sums in T over short chunks, each in kLanes interleaved partial sums added in order (the same on every
+  // ISA; see clipped_loss.cpp), chunk sums in double.
+  constexpr int64_t kChunk = 512;
+  constexpr int64_t kLanes = 16;
   double total = 0.0;
+  T terms[kChunk];
   for (int64_t c0 = i0; c0 < i1; c0 += kChunk) {
     const int64_t c1 = std::min(c0 + kChunk, i1);
-    T chunk = T(0);
-#pragma omp simd reduction(+ : chunk)
+#pragma omp simd
     for (int64_t i = c0; i < c1; ++i) {
       const T v = value[i];
       const T old = old_value[i];
@@ -58,8 +61,12 @@ RLARENA_INLINE void value_block_impl(const ValueLossArgs<T>* a, int64_t i0, int6
       // max(u, w) has the gradient of u unless w is strictly larger; then that of w, whose clamp passes the
       // gradient only inside [-clip, clip] (bounds included, as torch.clamp).
       grad[i] = u >= w ? err * inv_n : ((step < -clip) | (step > clip) ? T(0) : err_clipped * inv_n);
-      chunk += u >= w ? u : w;
+      terms[i - c0] = u >= w ? u : w;
     }
+    T part[kLanes] = {};
+    lane_sums<T, kLanes>(terms, c1 - c0, part);
+    T chunk = T(0);
+    for (int64_t l = 0; l < kLanes; ++l) chunk = chunk + part[l];
     total += static_cast<double>(chunk);
   }
   out[0] = total;
