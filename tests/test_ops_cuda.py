@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from op_inputs import make_gae, make_loss
+from op_inputs import cuda_kernels_registered, make_gae, make_loss
 
 from rlarena import ops
-
-
-def _cuda_kernels_registered() -> bool:
-    if ops.backend() != "compiled" or not torch.cuda.is_available():
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("rlarena::gae", "CUDA")
-
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(
-        not _cuda_kernels_registered(), reason="needs a CUDA device and rlarena built with CUDA"
+        not cuda_kernels_registered(), reason="needs a CUDA device and rlarena built with CUDA"
     ),
 ]
 
