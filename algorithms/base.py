@@ -135,6 +135,24 @@ def adam(params: list[torch.nn.Parameter], lr: float, eps: float = 1e-8) -> torc
     return Adam(params, lr=lr, eps=eps)
 
 
+AdamState = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+
+
+def adam_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> AdamState | None:
+    """``(exp_avg, exp_avg_sq, step)`` of an ``rlarena.optim.Adam`` for each of ``params`` (its public state,
+    created as its first step would), for a compiled update that steps Adam itself. None unless
+    ``optimizer`` is rlarena's Adam with one group, no weight decay, over exactly ``params``."""
+    if type(optimizer) is not Adam or len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    if group["weight_decay"] or {id(p) for p in group["params"]} != {id(p) for p in params}:
+        return None
+    if len(group["params"]) != len(params):
+        return None
+    states = [optimizer.state_of(p) for p in params]
+    return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states]
+
+
 class Algorithm(ABC):
     Config: ClassVar[type[AlgoConfig]] = AlgoConfig
     # True: the collector records the simulator's state before each step (batch.info["states"]), e.g. to

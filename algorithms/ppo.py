@@ -4,10 +4,15 @@ One update: GAE advantages, then ``update_epochs`` passes over shuffled minibatc
 (fused op), the (optionally clipped) value loss and an entropy bonus, with gradient-norm clipping, a linearly
 annealed learning rate and an optional early stop on the approximate KL.
 
-``minibatch_step`` below is what runs. Its speed comes from the layers every algorithm shares: on the default
+``minibatch_step`` below is the definition, and runs on the layers every algorithm shares: on the default
 policy, ``policy.evaluate`` is one compiled op with autograd (``rlarena.policy_ops``), the losses are fused
 ops, and the mean, advantage normalization, clipping and Adam are ``rlarena.blocks``/``rlarena.optim``
 kernels with one summation order (the same bits on every x86-64 CPU).
+
+For the default Gaussian MLP on the CPU each pass still runs as one compiled call by default
+(``ops.ppo_gaussian_mlp_epoch_``: the same shuffles and math within float32 rounding;
+``compiled_update=false`` runs ``minibatch_step``): the shared path does not yet hold PPO's speed target
+(3x stable-baselines3 per iteration at HalfCheetah-v5 8x256: 2.43x measured; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from .base import (
     AlgoConfig,
     Algorithm,
     adam,
+    adam_state,
     check,
     check_nonnegative,
     check_positive,
@@ -48,6 +54,9 @@ class PPOConfig(AlgoConfig):
     normalize_advantages: bool = True
     target_kl: float | None = None
     adam_eps: float = 1e-5
+    # Run each epoch as one compiled call when the policy is the default Gaussian MLP on the CPU (float32
+    # rounding apart, minibatch_step's results; same bits on every x86-64 CPU). False: minibatch_step.
+    compiled_update: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,11 +95,16 @@ class PPO(Algorithm):
         self.set_lr(self.optimizer, lr)
         batch = compute_advantages(batch, cfg.gamma, cfg.gae_lambda)
 
+        compiled_epoch = self.compiled_epoch(batch, lr)
         # per minibatch: policy loss, value loss, entropy, clip fraction, approx KL
         rows: list[list[float]] = []
         for _epoch in range(cfg.update_epochs):
-            minibatches = batch.minibatches(cfg.num_minibatches, self.generator)
-            rows += [self.minibatch_step(mb) for mb in minibatches]
+            if compiled_epoch is not None:
+                # the shuffle batch.minibatches() draws
+                rows += compiled_epoch(torch.randperm(batch.minibatch_units, generator=self.generator))
+            else:
+                minibatches = batch.minibatches(cfg.num_minibatches, self.generator)
+                rows += [self.minibatch_step(mb) for mb in minibatches]
             if cfg.target_kl is not None and rows[-1][4] > cfg.target_kl:
                 break
 
@@ -130,3 +144,42 @@ class PPO(Algorithm):
         loss.backward()
         self.clip_and_step(self.optimizer, self.params)
         return [t.item() for t in (policy_loss, value_loss, entropy, clip_fraction, approx_kl)]
+
+    def compiled_epoch(self, batch: RolloutBatch, lr: float):
+        """One epoch over ``batch`` as ``ops.ppo_gaussian_mlp_epoch_`` (a function of the shuffle returning
+        the minibatches' statistics), or None where it does not apply: not asked for, the fast path off, a
+        policy that is not a ``GaussianMLP``, padded or non-tensor batches, not float32 on the CPU."""
+        cfg = self.cfg
+        net = self.policy.gaussian_mlp()
+        if not cfg.compiled_update or not ops.fast_path_enabled() or net is None:
+            return None
+        if batch.layout != "flat" or batch.mask is not None or not isinstance(batch.obs, torch.Tensor):
+            return None
+        params = net.parameters()
+        tensors = (batch.obs, batch.actions, *params)
+        if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+            return None
+        state = adam_state(self.optimizer, params)
+        if state is None:
+            return None
+        units = batch.minibatch_units
+
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(units, *x.shape[2:]).contiguous()
+
+        group = self.optimizer.param_groups[0]
+        data = [flat(x) for x in (batch.obs, batch.actions, batch.logp, batch.advantages, batch.returns)]
+        data.append(flat(batch.values))
+
+        def epoch(perm: torch.Tensor) -> list[list[float]]:
+            stats = ops.ppo_gaussian_mlp_epoch_(
+                *data, perm, cfg.num_minibatches, net, *state,
+                clip_coef=cfg.clip_coef, value_clip=cfg.clip_coef if cfg.clip_vloss else math.inf,
+                ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, normalize_advantages=cfg.normalize_advantages,
+                max_grad_norm=cfg.max_grad_norm, lr=lr, betas=group["betas"], eps=group["eps"],
+            )  # fmt: skip
+            if not torch.isfinite(stats[:, 5]).all():
+                raise self.non_finite_gradient()
+            return stats[:, :5].tolist()
+
+        return epoch

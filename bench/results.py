@@ -287,9 +287,6 @@ def read_run_config(run_dir: str | os.PathLike) -> Any:
         raise RunFileError(f"{path}: not a readable run config: {reason}") from None
     if not isinstance(cfg, DictConfig) or "algo" not in cfg or "env" not in cfg:
         raise RunFileError(f"{path}: not an rlarena run config (no algo/env sections)")
-    for section, key in (k.split(".") for k in RETIRED_KEYS):
-        if isinstance(cfg.get(section), DictConfig) and key in cfg[section]:
-            cfg[section].pop(key)
     return cfg
 
 
@@ -348,9 +345,6 @@ def config_hash(cfg: Any) -> str:
     data.pop("hydra", None)
     for key in NON_SEMANTIC_KEYS:
         data.pop(key, None)
-    for section, key in (k.split(".") for k in RETIRED_KEYS):
-        if isinstance(data.get(section), dict):
-            data[section] = {k: v for k, v in data[section].items() if k != key}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -419,11 +413,6 @@ NON_SEMANTIC_KEYS = (
     "video",
     "metrics",
 )
-# Options that no longer exist, found in the config.yaml of older runs: ignored when runs are matched
-# (skip, resume, pooling), since they selected a code path, not an experiment. algo.compiled_update chose
-# PPO's retired compiled epoch (2026-12-08; the generic fast path computes the same update).
-RETIRED_KEYS = ("algo.compiled_update",)
-
 # Config keys that legitimately differ between the seeds of one experiment, or only change how a run is
 # watched: left out when the leaderboard compares the configs of pooled runs.
 VARYING_KEYS = {"seed", *NON_SEMANTIC_KEYS}
@@ -685,7 +674,7 @@ def _comparable_config(config: dict[str, Any] | None) -> dict[str, str] | None:
     return {
         key: json.dumps(value, sort_keys=True, default=str)
         for key, value in flat.items()
-        if key.split(".")[0] not in VARYING_KEYS and key not in RETIRED_KEYS
+        if key.split(".")[0] not in VARYING_KEYS
     }
 
 

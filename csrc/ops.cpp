@@ -72,6 +72,18 @@ TORCH_LIBRARY(rlarena, m) {
   m.def(
       "adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avg, Tensor(c!)[] exp_avg_sq,"
       " Tensor(d!)[] step, float lr, float beta1, float beta2, float eps, float weight_decay) -> ()");
+  // One PPO epoch of that actor-critic (csrc/cpu/ppo_epoch.cpp; algorithms/ppo.py): for each minibatch of
+  // `perm` split as torch.tensor_split does, the losses, their gradient, gradient-norm clipping and an Adam
+  // step, in place on the parameters and on their Adam state (rlarena.optim.Adam's, torch.optim.Adam's layout) (one exp_avg, exp_avg_sq and step per
+  // parameter, in the order actor..., critic..., log_std). Returns [num_minibatches, 6] float64 statistics:
+  // policy loss, value loss, entropy, clip fraction, approx KL, gradient norm (before clipping); a
+  // non-finite norm stops the epoch before that step (the rows after it are NaN).
+  m.def(
+      "ppo_gaussian_mlp_epoch_(Tensor obs, Tensor actions, Tensor old_logp, Tensor advantages, Tensor returns,"
+      " Tensor old_values, Tensor perm, int num_minibatches, Tensor(a!)[] actor, Tensor(b!)[] critic,"
+      " Tensor(c!) log_std, Tensor(d!)[] exp_avg, Tensor(e!)[] exp_avg_sq, Tensor(f!)[] step, str activation,"
+      " float clip_coef, float value_clip, float ent_coef, float vf_coef, bool normalize_advantages,"
+      " float max_grad_norm, float lr, float beta1, float beta2, float eps) -> Tensor");
   // The gymnasium collector's per-step bookkeeping (csrc/cpu/collector.cpp; envs/gym_env.py), in place on
   // rollout buffers [T, N, ...] at row t and on the running statistics (float64 mean, var, count).
   m.def(

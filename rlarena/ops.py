@@ -35,6 +35,8 @@ from .activations import ACTIVATION_FUNCTIONS
 __all__ = [
     "backend",
     "mlp_gaussian_act",
+    "ppo_gaussian_mlp_epoch_",
+    "PPO_EPOCH_STATS",
     "mlp_gaussian_act_reference",
     "observe_",
     "gaussian_policy_step_",
@@ -392,6 +394,11 @@ def _register_fake_kernels() -> None:
     def _record_reward_fake(*args):
         return 0
 
+    @torch.library.register_fake("rlarena::ppo_gaussian_mlp_epoch_")
+    def _ppo_epoch_fake(obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches, *_):
+        torch._check(obs.dim() == 2, lambda: "rlarena.ppo_gaussian_mlp_epoch_: obs must be [rows, obs_dim]")
+        return obs.new_empty((num_minibatches, len(PPO_EPOCH_STATS)), dtype=torch.float64)
+
     @torch.library.register_fake("rlarena::clipped_value_loss")
     def _value_loss_fake(value, old_value, returns, clip_coef):
         torch._check(old_value.shape == value.shape, lambda: "rlarena.clipped_value_loss: shape mismatch")
@@ -500,6 +507,42 @@ def mlp_gaussian_act(obs, actor, critic, log_std, activation: str = "tanh", dete
         args = (obs, actor, critic, log_std, activation, deterministic)
         return torch.ops.rlarena.mlp_gaussian_act.default(*args)
     return mlp_gaussian_act_reference(obs, actor, critic, log_std, activation, deterministic)
+
+
+# The columns of ppo_gaussian_mlp_epoch_'s result, one row per minibatch.
+PPO_EPOCH_STATS = ("policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl", "grad_norm")
+
+
+def ppo_gaussian_mlp_epoch_(
+    obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches: int, net,
+    exp_avg, exp_avg_sq, step, *, clip_coef: float, value_clip: float, ent_coef: float, vf_coef: float,
+    normalize_advantages: bool, max_grad_norm: float, lr: float, betas: tuple[float, float], eps: float,
+) -> torch.Tensor:  # fmt: skip
+    """One PPO epoch of a ``GaussianMLP`` (``net``: the default actor-critic) as one compiled call, in place
+    on its parameters and on their Adam state (``rlarena.optim.Adam``'s ``exp_avg``, ``exp_avg_sq``,
+    ``step``: one tensor per parameter, in ``net.parameters()`` order). Returns ``[num_minibatches, 6]``
+    float64 statistics, columns ``PPO_EPOCH_STATS``.
+
+    The rollout comes flat: ``obs [rows, obs_dim]``, ``actions [rows, act_dim]``, the rest ``[rows]``, all
+    contiguous float32 on the CPU. For each part of ``torch.tensor_split(perm, num_minibatches)``: the
+    advantages normalized (if asked), log-probs and values, PPO's clipped surrogate loss, the value loss
+    clipped at ``value_clip`` (``math.inf``: unclipped) and the entropy bonus, their gradient, the gradient
+    norm clipped to ``max_grad_norm`` (``<= 0``: not clipped), and an Adam step (no weight decay). That is
+    algorithms/ppo.py's minibatch loop (the shared fast path), the definition; the results agree
+    within float32 rounding (tests/test_ppo_epoch.py), and this op gives the same bits on every x86-64 CPU.
+    A non-finite gradient norm stops the epoch before that step; its row and the later ones hold NaN except
+    that row's norm. CPU only; no gradient.
+    """
+    if not _COMPILED:
+        raise RuntimeError("rlarena.ppo_gaussian_mlp_epoch_ needs the compiled extension (rlarena._C)")
+    beta1, beta2 = betas
+    with torch.no_grad():
+        return torch.ops.rlarena.ppo_gaussian_mlp_epoch_.default(
+            obs, actions, old_logp, advantages, returns, old_values, perm, num_minibatches,
+            net.actor, net.critic, net.log_std, exp_avg, exp_avg_sq, step, net.activation,
+            clip_coef, value_clip, ent_coef, vf_coef, normalize_advantages, max_grad_norm,
+            lr, beta1, beta2, eps,
+        )  # fmt: skip
 
 
 def observe_(obs, t: int, raw_buf, obs_buf, mean, var, count, normalize: bool, clip: float) -> None:

@@ -40,7 +40,8 @@ class Adam(torch.optim.Optimizer):
             )
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
-    def _state_of(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+    def state_of(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``p``'s state (created zero, as before the first step): ``step``, ``exp_avg``, ``exp_avg_sq``."""
         state = self.state[p]
         if not state:  # torch.optim.Adam's layout: a float32 step counter, zero moments
             state["step"] = torch.zeros((), dtype=torch.float32)
@@ -59,7 +60,7 @@ class Adam(torch.optim.Optimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            states = [self._state_of(p) for p in params]
+            states = [self.state_of(p) for p in params]
             compiled = ops.fast_path_enabled() and all(
                 p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and p.is_contiguous()
                 for p in params

@@ -64,3 +64,17 @@ def cuda_kernels_registered() -> bool:
     if ops.backend() != "compiled" or not torch.cuda.is_available():
         return False
     return torch._C._dispatch_has_kernel_for_dispatch_key("rlarena::gae", "CUDA")
+
+
+def on_every_isa(fn):
+    """``[fn()]`` run under each ISA variant of rlarena's kernels (baseline, AVX2, AVX-512; clamped to what
+    this CPU has), the setting restored after."""
+    previous = torch.ops.rlarena._config("isa", -1)
+    try:
+        out = []
+        for isa in (0, 1, 2):
+            torch.ops.rlarena._config("isa", isa)
+            out.append(fn())
+        return out
+    finally:
+        torch.ops.rlarena._config("isa", previous)

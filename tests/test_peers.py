@@ -110,6 +110,7 @@ def test_a_killed_peer_run_resumes_bit_identically(tmp_path, monkeypatch):
     "overrides, message",
     [
         (["env=text/format", "env.sft_checkpoint=untrained"], "text tasks need the language model"),
+        (["algo.compiled_update=false"], "cannot be honoured by algo=sb3_ppo: it selects rlarena"),
         (["algo.policy.shared=true"], "no shared actor-critic trunk"),
         (["algo.num_minibatches=3"], "num_minibatches=3 does not divide the 2048 samples"),
     ],

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from op_inputs import policy_batch
+from op_inputs import on_every_isa, policy_batch
 
 from rlarena import blocks, ops, policy_ops
 from rlarena.algorithms.base import PolicyConfig
@@ -216,14 +216,7 @@ def _updated_bits(names) -> dict[str, list[bytes]]:
 
 
 def test_updates_give_the_same_bits_on_every_isa_of_rlarenas_kernels():
-    previous = torch.ops.rlarena._config("isa", -1)
-    results = []
-    try:
-        for isa in (0, 1, 2):  # clamped to what this CPU has
-            torch.ops.rlarena._config("isa", isa)
-            results.append(_updated_bits(["ppo", "a2c", "reinforce", "trpo"]))
-    finally:
-        torch.ops.rlarena._config("isa", previous)
+    results = on_every_isa(lambda: _updated_bits(["ppo", "a2c", "reinforce", "trpo"]))
     assert results[1] == results[0] and results[2] == results[0]
 
 

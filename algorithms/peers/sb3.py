@@ -259,6 +259,7 @@ class SB3PPO(SB3Peer):
     class_path = "stable_baselines3:PPO"
     counterpart = "ppo"
     unmapped: ClassVar[dict[str, str]] = {
+        "compiled_update": "it selects rlarena's own compiled PPO epoch",
         "policy.shared": "stable-baselines3 2.x has no shared actor-critic trunk for MlpPolicy",
     }
 

@@ -174,7 +174,7 @@ def algorithm_case(algo_name: str, rounds: int, quick: bool) -> dict[str, Any]:
     from rlarena.bench.train import build, load_config
 
     overrides = [f"algo={algo_name}", "env=hopper"]
-    overrides += ["algo.num_envs=1", "algo.num_steps=64"] if quick else []
+    overrides += ["algo.num_steps=64"] if quick else []  # the algorithm's own num_envs (group sizes)
     built = build(load_config(overrides), explicit_keys=set())
     length = built.algo.rollout_length
     steps = length * built.env.num_envs
@@ -227,7 +227,7 @@ def fast_path_case(algo_name: str, rounds: int, quick: bool) -> dict[str, Any]:
     from rlarena.bench.train import build, load_config
 
     overrides = [f"algo={algo_name}", "env=hopper"]
-    overrides += ["algo.num_envs=1", "algo.num_steps=64"] if quick else []
+    overrides += ["algo.num_steps=64"] if quick else []  # the algorithm's own num_envs (group sizes)
     built = build(load_config(overrides), explicit_keys=set())
     batch = built.env.collect(built.policy, built.algo.rollout_length)
 

@@ -122,17 +122,6 @@ at::Tensor clip_grad_norm_cpu(at::TensorList grads, double max_norm) {
   return at::scalar_tensor(norm, at::TensorOptions().dtype(at::kDouble));
 }
 
-// beta^step for a whole number step, by repeated squaring (no libm: pow's result may differ by CPU).
-double power(double beta, double step) {
-  double result = 1.0;
-  auto e = static_cast<uint64_t>(step);
-  while (e > 0) {
-    if (e & 1u) result *= beta;
-    beta *= beta;
-    e >>= 1u;
-  }
-  return result;
-}
 
 struct AdamArgs {
   double lr;
@@ -148,8 +137,8 @@ struct AdamArgs {
 template <typename T>
 RLARENA_INLINE void adam_impl(T* __restrict__ p, const T* __restrict__ grad, T* __restrict__ m, T* __restrict__ v,
                               int64_t n, double t, const AdamArgs* a) {
-  const auto step_size = static_cast<T>(a->lr / (1.0 - power(a->beta1, t)));
-  const auto bc2_sqrt = static_cast<T>(std::sqrt(1.0 - power(a->beta2, t)));
+  const auto step_size = static_cast<T>(a->lr / (1.0 - whole_power(a->beta1, t)));
+  const auto bc2_sqrt = static_cast<T>(std::sqrt(1.0 - whole_power(a->beta2, t)));
   const auto w1 = static_cast<T>(1.0 - a->beta1);
   const auto b2 = static_cast<T>(a->beta2);
   const auto w2 = static_cast<T>(1.0 - a->beta2);

@@ -9,7 +9,7 @@
 // their FMA use per CPU. Here every sum runs in one fixed order (mlp.h: matmul_acc, row sums in row order),
 // with FMA contraction off and no libm call in float32: the same bits on every x86-64 CPU, whatever ISA
 // variant runs. The float64 instantiation exists for gradcheck (it uses libm's tanh).
-#include "mlp.h"
+#include "mlp_rows.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -29,82 +29,7 @@ constexpr const char* kOp = "rlarena.gaussian_mlp_evaluate";
 constexpr double kLogSqrt2Pi = 0.918938533204672742;
 
 template <typename S>
-struct Net {
-  std::vector<mlp::LayerOf<S>> layers;
-  int64_t width = 0;  // sum of the layers' outputs: one row's share of z (and of h)
-};
-
-// y rows = bias + x rows @ W.T for B rows, each output's sum over the inputs in order (mlp::linear_row's
-// order, so a row gives the collector's bits), through W transposed into `wt`.
-template <typename S>
-RLARENA_INLINE void linear_rows(const mlp::LayerOf<S>& l, const S* __restrict__ x, int64_t B, S* __restrict__ y,
-                                S* __restrict__ wt) {
-  const int64_t n_in = l.in, n_out = l.out;
-  for (int64_t o = 0; o < n_out; ++o)
-    for (int64_t i = 0; i < n_in; ++i) wt[i * n_out + o] = l.weight[o * n_in + i];
-  for (int64_t b = 0; b < B; ++b) std::copy(l.bias, l.bias + n_out, y + b * n_out);
-  mlp::matmul_acc(B, n_out, n_in, x, n_in, wt, n_out, y, n_out);
-}
-
-// Every layer's [B, out] block of pre-activations z and outputs h, one after the other (the last layer's h
-// is its z).
-template <typename S>
-RLARENA_INLINE void forward_rows(const Net<S>& net, int act, const S* x, int64_t B, S* z, S* h, S* wt) {
-  const S* input = x;
-  const int64_t n_layers = static_cast<int64_t>(net.layers.size());
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const int64_t n = net.layers[l].out * B;
-    linear_rows(net.layers[l], input, B, z, wt);
-    mlp::activate_layer(z, h, n, l + 1 == n_layers, act);
-    input = h;
-    z += n;
-    h += n;
-  }
-}
-
-// From g = d loss / d (last layer's output) [B, out]: each weight and bias gradient into `grads` (one
-// pointer pair per layer; sums over the rows in row order) and, when g_input is set, d loss / d x added
-// onto it. g and g_prev are scratch of the widest layer's size.
-template <typename S>
-RLARENA_INLINE void backward_rows(const Net<S>& net, int act, const S* x, int64_t B, const S* z, const S* h, S* g,
-                                  S* g_prev, S* g_t, S* const* grads, S* g_input) {
-  const int64_t n_layers = static_cast<int64_t>(net.layers.size());
-  std::vector<int64_t> offset(n_layers + 1, 0);
-  for (int64_t l = 0; l < n_layers; ++l) offset[l + 1] = offset[l] + net.layers[l].out * B;
-  for (int64_t l = n_layers - 1; l >= 0; --l) {
-    const mlp::LayerOf<S>& layer = net.layers[l];
-    const int64_t n_in = layer.in, n_out = layer.out;
-    const S* __restrict__ input = l == 0 ? x : h + offset[l - 1];
-    S* __restrict__ gw = grads[2 * l];
-    S* __restrict__ gb = grads[2 * l + 1];
-    // d W = g.T @ input (sums over the rows in row order), through g transposed; d b = row sums of g.
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t o = 0; o < n_out; ++o) g_t[o * B + b] = g[b * n_out + o];
-    std::fill(gw, gw + n_out * n_in, S(0));
-    mlp::matmul_acc(n_out, n_in, B, g_t, B, input, n_in, gw, n_in);
-    std::fill(gb, gb + n_out, S(0));
-    for (int64_t b = 0; b < B; ++b) {
-      const S* __restrict__ gr = g + b * n_out;
-#pragma omp simd
-      for (int64_t o = 0; o < n_out; ++o) gb[o] = gb[o] + gr[o];
-    }
-    if (l == 0) {
-      if (g_input != nullptr) mlp::matmul_acc(B, n_in, n_out, g, n_out, layer.weight, n_in, g_input, n_in);
-      break;
-    }
-    // d input = g @ W (sums over the outputs in order), then through the activation.
-    std::fill(g_prev, g_prev + B * n_in, S(0));
-    mlp::matmul_acc(B, n_in, n_out, g, n_out, layer.weight, n_in, g_prev, n_in);
-    const S* __restrict__ zp = z + offset[l - 1];
-    const S* __restrict__ hp = h + offset[l - 1];
-#pragma omp simd
-    for (int64_t j = 0; j < B * n_in; ++j) g_prev[j] = mlp::activation_grad(g_prev[j], zp[j], hp[j], act);
-    std::swap(g, g_prev);
-  }
-}
-
-template <typename S>
-void zero_grads(const Net<S>& net, S* const* grads) {
+void zero_grads(const mlp::Net<S>& net, S* const* grads) {
   for (size_t l = 0; l < net.layers.size(); ++l) {
     std::fill(grads[2 * l], grads[2 * l] + net.layers[l].in * net.layers[l].out, S(0));
     std::fill(grads[2 * l + 1], grads[2 * l + 1] + net.layers[l].out, S(0));
@@ -132,8 +57,8 @@ struct Rows {
   const S* actions;  // [B, A]
   int64_t B;
   int64_t A;
-  const Net<S>* actor;
-  const Net<S>* critic;
+  const mlp::Net<S>* actor;
+  const mlp::Net<S>* critic;
   const S* log_std;
   int act;
 };
@@ -152,8 +77,8 @@ RLARENA_INLINE void forward_impl(const ForwardArgs<T>* a) {
   using S = T;
   const int64_t B = a->B, A = a->A;
   Saved<S> sv(a->saved, B, a->actor->width, a->critic->width);
-  forward_rows(*a->actor, a->act, a->obs, B, sv.z_actor, sv.h_actor, a->wt);
-  forward_rows(*a->critic, a->act, a->obs, B, sv.z_critic, sv.h_critic, a->wt);
+  mlp::forward_rows(*a->actor, a->act, a->obs, B, sv.z_actor, sv.h_actor, a->wt);
+  mlp::forward_rows(*a->critic, a->act, a->obs, B, sv.z_critic, sv.h_critic, a->wt);
   const S* means = sv.h_actor + (a->actor->width - A) * B;  // the last layer's block [B, A]
   const S* values = sv.h_critic + (a->critic->width - 1) * B;  // [B, 1]
   const S log_sqrt_2pi = static_cast<S>(kLogSqrt2Pi);
@@ -222,13 +147,13 @@ RLARENA_INLINE void backward_impl(const BackwardArgs<T>* a) {
   // A network no upstream gradient reaches (the actor when only the value has one: a critic's own loss) is
   // not run backward: its gradients are zero.
   if (a->g_logp != nullptr || a->g_entropy != nullptr)
-    backward_rows(*a->actor, a->act, a->obs, B, sv.z_actor, sv.h_actor, a->g, a->g_prev, a->g_t, a->actor_grads,
+    mlp::backward_rows(*a->actor, a->act, a->obs, B, sv.z_actor, sv.h_actor, a->g, a->g_prev, a->g_t, a->actor_grads,
                   a->obs_grad);
   else
     zero_grads(*a->actor, a->actor_grads);
   if (a->g_value != nullptr) {
     std::copy(a->g_value, a->g_value + B, a->g);
-    backward_rows(*a->critic, a->act, a->obs, B, sv.z_critic, sv.h_critic, a->g, a->g_prev, a->g_t,
+    mlp::backward_rows(*a->critic, a->act, a->obs, B, sv.z_critic, sv.h_critic, a->g, a->g_prev, a->g_t,
                   a->critic_grads, a->obs_grad);
   } else {
     zero_grads(*a->critic, a->critic_grads);
@@ -246,11 +171,11 @@ void check_tensor(const at::Tensor& t, const at::Tensor& obs, const char* name) 
 }
 
 template <typename S>
-Net<S> net_of(at::TensorList params, int64_t in, const at::Tensor& obs, const char* which,
+mlp::Net<S> net_of(at::TensorList params, int64_t in, const at::Tensor& obs, const char* which,
               std::vector<at::Tensor>& keep) {
   TORCH_CHECK_VALUE(!params.empty() && params.size() % 2 == 0, kOp, ": ", which,
                     " must be [weight, bias] pairs, got ", params.size(), " tensors");
-  Net<S> net;
+  mlp::Net<S> net;
   for (size_t l = 0; l < params.size() / 2; ++l) {
     check_tensor(params[2 * l], obs, which);
     check_tensor(params[2 * l + 1], obs, which);
@@ -291,7 +216,7 @@ struct Inputs {
                       A, " outputs but actions are ", actions.sizes(), " and log_std ", log_std.sizes());
     TORCH_CHECK_VALUE(critic.layers.back().out == 1, kOp, ": the critic must have one output, got ",
                       critic.layers.back().out);
-    for (const Net<S>* net : {&actor, &critic})
+    for (const mlp::Net<S>* net : {&actor, &critic})
       for (const auto& l : net->layers) {
         widest = std::max(widest, std::max(l.in, l.out));
         biggest = std::max(biggest, l.in * l.out);
@@ -305,7 +230,7 @@ struct Inputs {
   int64_t saved_size() const { return 2 * rows() * (actor.width + critic.width); }
 
   at::Tensor obs, actions, log_std;
-  Net<S> actor, critic;
+  mlp::Net<S> actor, critic;
   int act = 0;
   int64_t A = 0, widest = 1, biggest = 1;
   std::vector<at::Tensor> keep;

@@ -107,6 +107,18 @@ RLARENA_INLINE double vexp(double x) {
   return y;
 }
 
+// beta^step for a whole number step, by repeated squaring (no libm: pow's result may differ by CPU).
+inline double whole_power(double beta, double step) {
+  double result = 1.0;
+  auto e = static_cast<uint64_t>(step);
+  while (e > 0) {
+    if (e & 1u) result *= beta;
+    beta *= beta;
+    e >>= 1u;
+  }
+  return result;
+}
+
 // part[l] += x[i] for every i = l (mod L), in index order: L interleaved partial sums whose layout does not
 // depend on the ISA's vector width (an `omp simd reduction` splits a sum by that width, and so rounds
 // differently on AVX2 and AVX-512). The caller adds part[0..L) in order.
